@@ -1,0 +1,248 @@
+"""The ``sruc`` command line: a thin click layer over the library.
+
+Each command parses its arguments, calls one library function and prints:
+results on stdout, messages and progress bars on stderr. Library errors
+(:class:`sruc.errors.SrucError`) and click usage errors become one line on
+stderr and exit code 1 (runtime) or 2 (usage); never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sruc import __version__
+from sruc.errors import SrucError
+
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _show_warning(
+    message: Any, category: Any, filename: Any, lineno: Any, file: Any = None, line: Any = None
+) -> None:
+    _say(f"warning: {message}")
+
+
+@contextmanager
+def _progress(enabled: bool, description: str) -> Iterator[Any]:
+    """A rich progress bar on stderr when it is a terminal; yields a (done, total) callback."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("tiles"),
+        TimeRemainingColumn(),
+        console=_stderr_console(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+@click.group(context_settings=_CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="sruc")
+def cli() -> None:
+    """Upscale images with SRCNN and VDSR, measured the way the papers measure.
+
+    \b
+    Examples:
+      sruc up photo.jpg -s 3 -o photo_x3.png
+      sruc psnr original.png upscaled.png --shave 3
+    """
+
+
+def _default_output(src: Path, scale: float) -> Path:
+    from sruc.images import FORMATS
+
+    ext = src.suffix.lower() if src.suffix.lower() in FORMATS else ".png"
+    return src.with_name(f"{src.stem}_x{scale:g}{ext}")
+
+
+@cli.command(context_settings=_CONTEXT)
+@click.argument("input", type=click.Path(path_type=Path))
+@click.option(
+    "-s", "--scale", type=float, default=2.0, show_default=True, help="Upscaling factor, in (1, 8]."
+)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), default=None,
+    help="Output file; its extension picks the format. [default: INPUT_x{scale}.ext]",
+)  # fmt: skip
+@click.option(
+    "-m", "--model", default="bicubic", show_default=True,
+    help="Registry name or checkpoint file (see README: models).",
+)  # fmt: skip
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option(
+    "--tile", type=click.IntRange(min=0), default=None,
+    help="Tile edge in pixels; 0 disables tiling. [default: chosen from free memory]",
+)  # fmt: skip
+@click.option(
+    "--quality", type=click.IntRange(1, 100), default=None, help="JPEG/WebP quality. [default: 95]"
+)
+@click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+@click.option(
+    "--max-pixels", type=click.IntRange(min=1), default=None,
+    help="Largest input accepted, in pixels. [default: 89478485, Pillow's limit]",
+)  # fmt: skip
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+def up(
+    input: Path,
+    scale: float,
+    output: Path | None,
+    model: str,
+    device: str,
+    tile: int | None,
+    quality: int | None,
+    overwrite: bool,
+    max_pixels: int | None,
+    quiet: bool,
+) -> None:
+    """Upscale one image.
+
+    \b
+    Examples:
+      sruc up photo.jpg -s 3 -o photo_x3.png
+      sruc up scan.tif -s 2 --model runs/vdsr/best.pt --device cuda
+    """
+    from sruc.images import DEFAULT_MAX_PIXELS
+    from sruc.pipeline import upscale_file
+    from sruc.registry import check_scale
+
+    check_scale(scale)
+    dst = output if output is not None else _default_output(input, scale)
+    with _progress(not quiet, f"{input.name} x{scale:g}") as progress:
+        result = upscale_file(
+            input,
+            dst,
+            scale,
+            model=model,
+            device=device,
+            tile=tile,
+            quality=quality,
+            overwrite=overwrite,
+            max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+            progress=progress,
+        )
+    if not quiet:
+        (w0, h0), (w1, h1) = result.input_size, result.output_size
+        _say(
+            f"wrote {result.output} ({w0}x{h0} -> {w1}x{h1}, {result.model} x{scale:g} "
+            f"on {result.device}, {result.seconds:.1f} s)"
+        )
+
+
+@cli.command(context_settings=_CONTEXT)
+@click.argument("a", type=click.Path(path_type=Path))
+@click.argument("b", type=click.Path(path_type=Path))
+@click.option(
+    "--shave",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Border pixels to crop first (the papers use the scale).",
+)
+@click.option("--rgb", is_flag=True, help="Measure on RGB instead of the BT.601 Y channel.")
+@click.option(
+    "--ssim",
+    "with_ssim",
+    is_flag=True,
+    help="Also print SSIM (Wang et al., 11x11 Gaussian window).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print a JSON object instead of bare numbers."
+)
+def psnr(a: Path, b: Path, shave: int, rgb: bool, with_ssim: bool, as_json: bool) -> None:
+    """Print the PSNR in dB between two images of the same size.
+
+    Measured as in the super-resolution papers: on the Y channel of BT.601
+    studio-swing YCbCr, peak 255, after cropping --shave pixels from each
+    border. Identical images print inf. With --ssim, PSNR and SSIM are printed
+    on one line, separated by a space.
+
+    \b
+    Example:
+      sruc psnr original.png upscaled.png --shave 3 --ssim
+    """
+    from sruc.quality import compare
+
+    result = compare(a, b, shave=shave, y_only=not rgb, with_ssim=with_ssim)
+    if as_json:
+        click.echo(json.dumps({"a": str(a), "b": str(b), **result.to_json()}))
+        return
+    values = [_fmt_db(result.psnr)]
+    if result.ssim is not None:
+        values.append(f"{result.ssim:.6f}")
+    click.echo(" ".join(values))
+
+
+def _fmt_db(value: float) -> str:
+    return "inf" if math.isinf(value) else f"{value:.4f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``sruc`` console script and ``python -m sruc``."""
+    warnings.showwarning = _show_warning
+    try:
+        cli.main(args=argv, prog_name="sruc", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except click.exceptions.Abort:
+        _say("aborted")
+        return 130
+    except click.ClickException as e:
+        # Usage errors in one line; `--help` says the rest.
+        _say(f"error: {e.format_message()}")
+        return e.exit_code
+    except SrucError as e:
+        _say(f"error: {e}")
+        return e.exit_code
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+    except Exception as e:
+        if os.environ.get("SRUC_DEBUG"):
+            raise
+        _say(
+            f"error: unexpected {type(e).__name__}: {e} "
+            "(set SRUC_DEBUG=1 for a traceback, and please report it)"
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

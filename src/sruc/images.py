@@ -1,0 +1,415 @@
+"""Reading and writing image files without losing what users care about.
+
+Decoding applies the EXIF orientation, keeps alpha as its own channel, keeps
+gray images gray (one channel) and 16-bit images 16-bit, converts palette,
+CMYK and other modes sensibly, and remembers the ICC profile and EXIF so they
+can be written back. Writing goes to a temporary file in the output folder and
+is renamed into place, so an output is either complete or absent.
+
+This module and the CLI are the only parts of sruc that touch files.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageCms, UnidentifiedImageError
+
+from sruc import highdepth
+from sruc.errors import InputError, OutputError, SrucWarning, UsageError
+
+#: Default limit on input pixels, Pillow's own decompression-bomb threshold
+#: (about 89.5 megapixels, a 128 MB 24-bit image); --max-pixels raises it.
+DEFAULT_MAX_PIXELS = 89_478_485
+#: Default JPEG/WebP quality.
+DEFAULT_QUALITY = 95
+_EXIF_ORIENTATION = 0x0112
+
+#: Output extensions -> Pillow format names.
+FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+}
+_SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
+_ALPHA_FORMATS = {"PNG", "WEBP", "TIFF", "BMP"}
+
+
+@dataclass
+class Picture:
+    """A decoded image, ready for the pipeline.
+
+    Attributes:
+        color: float32 ``(C, H, W)`` in [0, 1], C = 1 (gray) or 3 (RGB).
+        alpha: float32 ``(1, H, W)`` in [0, 1], or None.
+        bits: bits per sample of the source, 8 or 16 (outputs keep it).
+        icc_profile: the ICC profile bytes, or None.
+        exif: EXIF bytes with the orientation reset to normal, or None.
+    """
+
+    color: torch.Tensor
+    alpha: torch.Tensor | None = None
+    bits: int = 8
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    info: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def height(self) -> int:
+        return int(self.color.shape[-2])
+
+    @property
+    def width(self) -> int:
+        return int(self.color.shape[-1])
+
+    @property
+    def is_gray(self) -> bool:
+        return int(self.color.shape[0]) == 1
+
+    def with_pixels(self, color: torch.Tensor, alpha: torch.Tensor | None) -> Picture:
+        return replace(self, color=color, alpha=alpha)
+
+    def to_array(self, bits: int | None = None) -> np.ndarray:
+        """Quantise to an ``(H, W, C)`` uint8/uint16 array, alpha last if present."""
+        bits = bits or self.bits
+        peak = 255.0 if bits == 8 else 65535.0
+        planes = [self.color] if self.alpha is None else [self.color, self.alpha]
+        x = torch.cat(planes, dim=0).float()
+        q = torch.round(x.clamp(0, 1) * peak).permute(1, 2, 0).contiguous()
+        return q.numpy().astype(np.uint8 if bits == 8 else np.uint16)
+
+    def to_pil(self) -> Image.Image:
+        """As a Pillow image. Pillow has no 16-bit RGB mode: such images become 8-bit here
+        (write them with :func:`write_image` to keep 16 bits). ICC and EXIF go in ``info``."""
+        channels = int(self.color.shape[0]) + (self.alpha is not None)
+        if self.bits == 16 and channels == 1:
+            im = Image.fromarray(self.to_array(16)[:, :, 0])  # mode I;16
+        else:
+            arr = self.to_array(8)
+            # (H, W) -> L, (H, W, 2) -> LA, (H, W, 3) -> RGB, (H, W, 4) -> RGBA
+            im = Image.fromarray(arr[:, :, 0] if channels == 1 else arr)
+        if self.icc_profile:
+            im.info["icc_profile"] = self.icc_profile
+        if self.exif:
+            im.info["exif"] = self.exif
+        return im
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def read_image(
+    path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> Picture:
+    """Decode an image file into a :class:`Picture`.
+
+    Raises:
+        InputError: missing, a directory, empty, not an image, truncated, or
+            over ``max_pixels`` (None: no limit).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not an image (use `sruc batch` for folders)")
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    if size == 0:
+        raise InputError(f"{path} is empty (0 bytes)")
+    return _decode(lambda: _open(path), str(path), max_pixels)
+
+
+def from_pil(im: Image.Image, max_pixels: int | None = None) -> Picture:
+    """A :class:`Picture` from an in-memory Pillow image (orientation applied)."""
+    im.load()
+    return _decode(lambda: im, "image", max_pixels, reopenable=False)
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        # Pillow refuses images over twice its limit inside open(); sruc checks
+        # the size itself against --max-pixels, so the message can say so.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            old = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+            try:
+                return Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = old
+    except UnidentifiedImageError:
+        raise InputError(
+            f"{path} is not an image sruc can read (unknown or damaged format)"
+        ) from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _decode(
+    open_image: Callable[[], Image.Image],
+    name: str,
+    max_pixels: int | None,
+    reopenable: bool = True,
+) -> Picture:
+    im = open_image()
+    w, h = im.size
+    if max_pixels is not None and w * h > max_pixels:
+        raise InputError(
+            f"{name} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} "
+            "(a guard against decompression bombs); pass --max-pixels to allow it"
+        )
+    if w * h == 0:
+        raise InputError(f"{name} has no pixels ({w}x{h})")
+    icc = im.info.get("icc_profile") or None
+    orientation, exif = _exif_reset_orientation(im)
+    try:
+        deep = highdepth.read_high_depth(open_image) if reopenable else None
+        if deep is not None:
+            arr = deep.array
+            bits = 16
+            peak = 65535.0
+        else:
+            im, icc = _to_standard_mode(im, icc, name)
+            im.load()
+            arr = np.asarray(im)
+            if arr.ndim == 2:
+                arr = arr[:, :, None]
+            bits = 16 if arr.dtype == np.uint16 else 8
+            peak = 65535.0 if bits == 16 else 255.0
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        # Pillow reports truncated or corrupt data as OSError/SyntaxError.
+        raise InputError(f"{name} is damaged or truncated ({_first_line(e)})") from None
+    t = torch.from_numpy(np.ascontiguousarray(arr).astype(np.float32) / peak).permute(2, 0, 1)
+    t = apply_orientation(t, orientation).contiguous()
+    c = t.shape[0]
+    color, alpha = (t[:-1], t[-1:]) if c in (2, 4) else (t, None)
+    return Picture(color=color.contiguous(), alpha=alpha, bits=bits, icc_profile=icc, exif=exif)
+
+
+def _to_standard_mode(
+    im: Image.Image, icc: bytes | None, name: str
+) -> tuple[Image.Image, bytes | None]:
+    """Convert to L, LA, RGB, RGBA or I;16 (gray 16-bit); return the ICC that applies."""
+    mode = im.mode
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        return im, icc
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        arr = np.asarray(im).astype(np.uint16)
+        return Image.fromarray(arr), icc  # uint16 array -> read back as such
+    if mode == "I":
+        arr = np.asarray(im)
+        if arr.min() >= 0 and arr.max() <= 65535:
+            return Image.fromarray(arr.astype(np.uint16)), icc
+        raise InputError(f"{name}: 32-bit integer images are not supported; convert to 16-bit")
+    if mode == "1":
+        return im.convert("L"), icc
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in im.info
+        return im.convert("RGBA" if has_alpha else "RGB"), icc
+    if mode == "La":
+        return im.convert("LA"), icc
+    if mode in ("RGBa", "RGBX"):
+        return im.convert("RGBA" if mode == "RGBa" else "RGB"), icc
+    if mode == "CMYK":
+        if icc:
+            try:
+                src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+                srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+                out = ImageCms.profileToProfile(im, src, srgb, outputMode="RGB")
+                assert out is not None
+                return out, srgb.tobytes()
+            except (ImageCms.PyCMSError, OSError):
+                pass
+        # No usable profile: Pillow's naive conversion, and no profile, since
+        # the CMYK one no longer describes the pixels.
+        return im.convert("RGB"), None
+    if mode == "F":
+        raise InputError(f"{name}: floating-point images are not supported; convert to 16-bit")
+    try:
+        return im.convert("RGB"), None
+    except (ValueError, OSError):
+        raise InputError(f"{name}: images of mode {mode} are not supported") from None
+
+
+def _exif_reset_orientation(im: Image.Image) -> tuple[int, bytes | None]:
+    """The EXIF orientation (1..8) and the EXIF bytes with it set to 1 (normal)."""
+    try:
+        exif = im.getexif()
+    except Exception:
+        return 1, None
+    if not exif:
+        return 1, None
+    orientation = exif.get(_EXIF_ORIENTATION, 1)
+    if not isinstance(orientation, int) or not 1 <= orientation <= 8:
+        orientation = 1
+    if _EXIF_ORIENTATION in exif:
+        exif[_EXIF_ORIENTATION] = 1
+    try:
+        return orientation, exif.tobytes()
+    except Exception:
+        return orientation, None
+
+
+def apply_orientation(t: torch.Tensor, orientation: int) -> torch.Tensor:
+    """Apply EXIF orientation 1..8 to a ``(C, H, W)`` tensor, as Pillow's exif_transpose."""
+    h, w = -2, -1
+    ops: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {
+        1: lambda x: x,
+        2: lambda x: x.flip(w),
+        3: lambda x: x.flip(h, w),
+        4: lambda x: x.flip(h),
+        5: lambda x: x.transpose(h, w),
+        6: lambda x: torch.rot90(x, -1, (h, w)),
+        7: lambda x: x.flip(h, w).transpose(h, w),
+        8: lambda x: torch.rot90(x, 1, (h, w)),
+    }
+    return ops.get(orientation, ops[1])(t)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def output_format(path: str | os.PathLike[str]) -> str:
+    """The Pillow format name for an output path's extension."""
+    ext = Path(path).suffix.lower()
+    fmt = FORMATS.get(ext)
+    if fmt is None:
+        known = ", ".join(sorted({e for e in FORMATS if e != ".jpeg"}))
+        what = f"'{ext}'" if ext else "no extension"
+        raise UsageError(
+            f"cannot tell the output format from {Path(path).name} ({what}); use {known}"
+        )
+    return fmt
+
+
+def check_output(
+    path: str | os.PathLike[str],
+    overwrite: bool = False,
+    inputs: tuple[str | os.PathLike[str], ...] = (),
+) -> Path:
+    """Check, before any work, that ``path`` can be written; returns it.
+
+    Raises:
+        UsageError: unknown extension, or the output is one of the inputs.
+        OutputError: the folder is missing or not writable, or the file exists
+            and ``overwrite`` is False.
+    """
+    path = Path(path)
+    output_format(path)
+    for src in inputs:
+        if _same_file(Path(src), path):
+            raise UsageError(f"output {path} is the input file; sruc never overwrites an input")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise OutputError(f"output folder {parent} does not exist; create it first")
+    if not parent.is_dir():
+        raise OutputError(f"output folder {parent} is not a folder")
+    if path.is_dir():
+        raise OutputError(f"output {path} is a folder; give a file name such as {path / 'out.png'}")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} already exists; pass --overwrite to replace it")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"cannot write to folder {parent}: permission denied")
+    return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        return False
+    return a.resolve() == b.resolve()
+
+
+def write_image(
+    pic: Picture,
+    path: str | os.PathLike[str],
+    *,
+    quality: int | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Encode ``pic`` to ``path`` atomically (temporary file, then rename).
+
+    The format comes from the extension. 16-bit pictures stay 16-bit in PNG and
+    TIFF; JPEG/WebP/BMP are 8-bit. Alpha is kept where the format has it
+    (JPEG has none: dropped with a warning). ICC and EXIF are carried over.
+    """
+    path = Path(path)
+    fmt = output_format(path)
+    if pic.alpha is not None and fmt not in _ALPHA_FORMATS:
+        warnings.warn(
+            f"{fmt} has no transparency: the alpha channel is dropped", SrucWarning, stacklevel=2
+        )
+        pic = pic.with_pixels(pic.color, None)
+    if pic.bits == 16 and fmt not in _SIXTEEN_BIT_FORMATS:
+        warnings.warn(
+            f"{fmt} holds 8 bits per channel: the 16-bit image is reduced",
+            SrucWarning,
+            stacklevel=2,
+        )
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=parent)
+    except OSError as e:
+        raise OutputError(f"cannot write to folder {parent}: {e.strerror or e}") from None
+    tmp = Path(tmp_name)
+    try:
+        os.close(fd)
+        _encode(pic, tmp, fmt, quality)
+        if path.exists() and not overwrite:
+            raise OutputError(f"{path} already exists; pass --overwrite to replace it")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _encode(pic: Picture, tmp: Path, fmt: str, quality: int | None) -> None:
+    channels = int(pic.color.shape[0]) + (pic.alpha is not None)
+    if pic.bits == 16 and fmt in _SIXTEEN_BIT_FORMATS and channels > 1:
+        # Pillow cannot hold 16-bit colour; sruc writes these files itself.
+        writer = highdepth.write_png16 if fmt == "PNG" else highdepth.write_tiff16
+        writer(tmp, pic.to_array(16), icc_profile=pic.icc_profile, exif=pic.exif)
+        return
+    bits = 16 if pic.bits == 16 and fmt in _SIXTEEN_BIT_FORMATS else 8
+    pic8 = replace(pic, bits=bits)
+    im = pic8.to_pil()
+    kwargs: dict[str, object] = {}
+    if pic.icc_profile and fmt != "BMP":
+        kwargs["icc_profile"] = pic.icc_profile
+    if pic.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        kwargs["exif"] = pic.exif
+    if fmt == "JPEG":
+        # 4:4:4 chroma: subsampling would throw away much of what was upscaled.
+        kwargs.update(quality=quality or DEFAULT_QUALITY, subsampling=0, optimize=True)
+    elif fmt == "WEBP":
+        kwargs.update(quality=quality or DEFAULT_QUALITY, method=4)
+    elif fmt == "PNG":
+        kwargs.update(compress_level=6)
+    elif fmt == "TIFF":
+        kwargs.update(compression="tiff_deflate")
+    im.save(tmp, format=fmt, **kwargs)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

@@ -1,0 +1,26 @@
+"""Helpers for the tests: synthetic images and paths to the shared data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+EVAL = SHARED / "datasets" / "eval"
+
+
+def smooth_rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A photo-like 8-bit RGB image: smooth gradients plus texture and noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    base = np.stack(
+        [
+            128 + 100 * np.sin(xx / 7.0 + seed) * np.cos(yy / 11.0),
+            128 + 90 * np.cos((xx + yy) / 9.0),
+            128 + 80 * np.sin(yy / 5.0 - xx / 13.0),
+        ],
+        axis=-1,
+    )
+    base += rng.normal(0, 12, size=base.shape)
+    return np.clip(np.round(base), 0, 255).astype(np.uint8)
