@@ -456,7 +456,11 @@ def test_not_16_bit_returns_none(tmp_path: Path) -> None:
         "rgb8.jpg": rgb8,
         "palette.png": rgb8.convert("P"),
         "gray8.png": rgb8.convert("L"),
+        "rgb8.bmp": rgb8,
+        "rgb8.gif": rgb8,
     }
+    if features.check("webp"):
+        cases["rgb8.webp"] = rgb8
     for name, im in cases.items():
         im.save(tmp_path / name)
         assert _read(tmp_path / name) is None, name

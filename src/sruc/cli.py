@@ -213,6 +213,11 @@ def _fmt_db(value: float) -> str:
     return "inf" if math.isinf(value) else f"{value:.4f}"
 
 
+# Commands defined in their own modules (each a thin layer too), registered here.
+# --- registered commands: one line each, keep sorted ---
+# --- end of registered commands ---
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sruc`` console script and ``python -m sruc``."""
     warnings.showwarning = _show_warning

@@ -74,7 +74,7 @@ _ZLIB_LEVEL = 4
 _WORKERS = max(1, min(8, os.cpu_count() or 1))
 # Uncompressed bytes per PNG work block (bounds memory: the five candidate
 # filters of a block are held at once) and per TIFF strip.
-_PNG_BLOCK_BYTES = 4 << 20
+_PNG_BLOCK_BYTES = 1 << 20
 _TIFF_STRIP_BYTES = 256 << 10
 
 # Pillow's raw modes for 16-bit colour samples, minus the ";16L"/";16B"/";16N"
@@ -188,14 +188,15 @@ def read_high_depth(open_image: Callable[[], Image.Image]) -> HighDepth | None:
 
 def _plan(im: Image.Image) -> _Plan | None:
     """Decide how to decode ``im`` at 16 bits, or None if it is not supported."""
+    if im.format not in ("PNG", "TIFF"):
+        return None
+    # Pillow empties the tile list once the image is loaded.
     tiles = getattr(im, "tile", None)
     if not tiles:
         raise ValueError("open_image must return a freshly opened, not yet loaded image")
     if im.format == "PNG":
         return _plan_png(im, tiles)
-    if im.format == "TIFF":
-        return _plan_tiff(im, tiles)
-    return None
+    return _plan_tiff(im, tiles)
 
 
 def _plan_png(im: Image.Image, tiles: list[Any]) -> _Plan | None:
