@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -33,6 +32,7 @@ from torch import nn
 
 from sruc import models
 from sruc.errors import ModelError
+from sruc.fsutil import atomic_path
 
 FORMAT = "sruc-checkpoint/1"
 _FORMAT_PREFIX = "sruc-checkpoint/"
@@ -100,16 +100,8 @@ def save(ckpt: Checkpoint, path: str | os.PathLike[str]) -> Path:
     A crash or a full disk while writing leaves any previous file intact.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt.to_dict(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(ckpt.to_dict(), tmp)
     return path
 
 
@@ -178,6 +170,7 @@ def parse(obj: Any, source: str = "checkpoint") -> Checkpoint:
     )
 
 
-def _first_line(e: BaseException) -> str:
+def _first_line(e: BaseException, limit: int = 120) -> str:
     text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+    line = text[0] if text else type(e).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."

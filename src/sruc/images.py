@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -25,6 +24,7 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 
 from sruc import highdepth
 from sruc.errors import InputError, OutputError, SrucWarning, UsageError
+from sruc.fsutil import atomic_path
 
 #: Default limit on input pixels, Pillow's own decompression-bomb threshold
 #: (about 89.5 megapixels, a 128 MB 24-bit image); --max-pixels raises it.
@@ -156,7 +156,9 @@ def _open(path: Path) -> Image.Image:
             f"{path} is not an image sruc can read (unknown or damaged format)"
         ) from None
     except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+        if e.errno is not None:  # a real I/O error: permissions, a device gone
+            raise InputError(f"{path}: cannot read ({e.strerror})") from None
+        raise InputError(f"{path} is damaged or truncated ({_first_line(e)})") from None
 
 
 def _decode(
@@ -319,7 +321,8 @@ def check_output(
     if not parent.is_dir():
         raise OutputError(f"output folder {parent} is not a folder")
     if path.is_dir():
-        raise OutputError(f"output {path} is a folder; give a file name such as {path / 'out.png'}")
+        example = path / "upscaled.png"
+        raise OutputError(f"output {path} is a folder; give a file name, e.g. {example}")
     if path.exists() and not overwrite:
         raise OutputError(f"{path} already exists; pass --overwrite to replace it")
     if not os.access(parent, os.W_OK):
@@ -362,24 +365,17 @@ def write_image(
             SrucWarning,
             stacklevel=2,
         )
-    parent = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=parent)
+        with atomic_path(path) as tmp:
+            _encode(pic, tmp, fmt, quality)
+            # Checked again at the last moment: another process may have
+            # written the output while this one was working.
+            if path.exists() and not overwrite:
+                raise OutputError(f"{path} already exists; pass --overwrite to replace it")
+    except PermissionError:
+        raise OutputError(f"cannot write {path}: permission denied") from None
     except OSError as e:
-        raise OutputError(f"cannot write to folder {parent}: {e.strerror or e}") from None
-    tmp = Path(tmp_name)
-    try:
-        os.close(fd)
-        _encode(pic, tmp, fmt, quality)
-        if path.exists() and not overwrite:
-            raise OutputError(f"{path} already exists; pass --overwrite to replace it")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -410,6 +406,7 @@ def _encode(pic: Picture, tmp: Path, fmt: str, quality: int | None) -> None:
     im.save(tmp, format=fmt, **kwargs)
 
 
-def _first_line(e: BaseException) -> str:
+def _first_line(e: BaseException, limit: int = 120) -> str:
     text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+    line = text[0] if text else type(e).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."

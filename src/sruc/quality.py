@@ -19,22 +19,23 @@ from sruc.errors import InputError, UsageError
 ImageLike = str | os.PathLike[str] | Image.Image | torch.Tensor
 
 
-def _load(img: ImageLike, name: str) -> torch.Tensor:
+def _load(img: ImageLike, max_pixels: int | None) -> torch.Tensor:
     """To a float64 ``(C, H, W)`` tensor on 0..255 (tensors are taken as given)."""
     if isinstance(img, torch.Tensor):
         return img.to(torch.float64)
-    pic = (
-        images.from_pil(img)
-        if isinstance(img, Image.Image)
-        else images.read_image(img, max_pixels=None)
-    )
+    if isinstance(img, Image.Image):
+        pic = images.from_pil(img)
+    else:
+        pic = images.read_image(img, max_pixels=max_pixels)
     return pic.color.to(torch.float64) * 255.0
 
 
-def _pair(a: ImageLike, b: ImageLike, y_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair(
+    a: ImageLike, b: ImageLike, y_only: bool, max_pixels: int | None = images.DEFAULT_MAX_PIXELS
+) -> tuple[torch.Tensor, torch.Tensor]:
     name_a = str(a) if isinstance(a, str | os.PathLike) else "first image"
     name_b = str(b) if isinstance(b, str | os.PathLike) else "second image"
-    x, y = _load(a, name_a), _load(b, name_b)
+    x, y = _load(a, max_pixels), _load(b, max_pixels)
     if x.shape[-2:] != y.shape[-2:]:
         raise InputError(
             f"sizes differ: {name_a} is {x.shape[-1]}x{x.shape[-2]}, "
@@ -95,12 +96,18 @@ class Comparison:
 
 
 def compare(
-    a: ImageLike, b: ImageLike, *, shave: int = 0, y_only: bool = True, with_ssim: bool = False
+    a: ImageLike,
+    b: ImageLike,
+    *,
+    shave: int = 0,
+    y_only: bool = True,
+    with_ssim: bool = False,
+    max_pixels: int | None = images.DEFAULT_MAX_PIXELS,
 ) -> Comparison:
     """PSNR (and optionally SSIM) of two images, decoding each once."""
     if shave < 0:
         raise UsageError(f"shave must be 0 or more, got {shave}")
-    x, y = _pair(a, b, y_only)
+    x, y = _pair(a, b, y_only, max_pixels)
     p = _guard(lambda: metrics.psnr(x, y, shave=shave, y_only=y_only))
     s = _guard(lambda: metrics.ssim(x, y, shave=shave, y_only=y_only)) if with_ssim else None
     return Comparison(p, s, shave, "y" if y_only else "rgb", int(x.shape[-1]), int(x.shape[-2]))

@@ -1,0 +1,61 @@
+"""Atomic file writes: a temporary file beside the target, then a rename.
+
+A crash, a full disk or Ctrl-C while writing leaves the previous file (or no
+file) in place, never a half-written one. Temporary files are hidden and end
+in ``.part``, so no tool mistakes them for finished outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def _default_mode() -> int:
+    """The mode a newly created file would get: 0o666 less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it to ``path``.
+
+    The temporary file is created empty; write to it by name. On any exception
+    it is removed and the exception propagates. The final file gets the mode
+    of the file it replaces, or the usual mode for a new file (mkstemp's 0600
+    would hide outputs from other users).
+
+    Raises:
+        OSError: creating, writing or renaming failed (the caller words it).
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        try:
+            mode = path.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            mode = _default_mode()
+        os.chmod(tmp, mode)
+        if fsync:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` and move the result to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+    return Path(path)
