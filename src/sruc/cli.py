@@ -118,6 +118,15 @@ def _default_output(src: Path, scale: float) -> Path:
     "--max-pixels", type=click.IntRange(min=1), default=None,
     help="Largest input accepted, in pixels. [default: 89478485, Pillow's limit]",
 )  # fmt: skip
+@click.option(
+    "--sha256", metavar="HEX", default=None,
+    help="Expected SHA-256 of the --model file; required for a --model URL.",
+)  # fmt: skip
+@click.option(
+    "--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Weights cache folder. [default: SRUC_CACHE_DIR, else the user cache folder]",
+)  # fmt: skip
+@click.option("--offline", is_flag=True, help="Never use the network (also SRUC_OFFLINE=1).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def up(
     input: Path,
@@ -129,6 +138,9 @@ def up(
     quality: int | None,
     overwrite: bool,
     max_pixels: int | None,
+    sha256: str | None,
+    cache_dir: Path | None,
+    offline: bool,
     quiet: bool,
 ) -> None:
     """Upscale one image.
@@ -137,19 +149,31 @@ def up(
     Examples:
       sruc up photo.jpg -s 3 -o photo_x3.png
       sruc up scan.tif -s 2 --model runs/vdsr/best.pt --device cuda
+      sruc up photo.jpg -s 3 --model https://host/best.pt --sha256 HEX
     """
-    from sruc.images import DEFAULT_MAX_PIXELS
+    from sruc.cli_models import download_bars
+    from sruc.images import DEFAULT_MAX_PIXELS, check_output
     from sruc.pipeline import upscale_file
-    from sruc.registry import check_scale
+    from sruc.registry import check_scale, load_model
 
     check_scale(scale)
     dst = output if output is not None else _default_output(input, scale)
+    check_output(dst, overwrite=overwrite, inputs=(input,))  # before any download
+    with download_bars(not quiet) as bars:
+        loaded = load_model(
+            model,
+            scale=scale,
+            cache_dir=cache_dir,
+            offline=True if offline else None,
+            sha256=sha256,
+            progress=bars(model),
+        )
     with _progress(not quiet, f"{input.name} x{scale:g}") as progress:
         result = upscale_file(
             input,
             dst,
             scale,
-            model=model,
+            model=loaded,
             device=device,
             tile=tile,
             quality=quality,
@@ -185,7 +209,13 @@ def up(
 @click.option(
     "--json", "as_json", is_flag=True, help="Print a JSON object instead of bare numbers."
 )
-def psnr(a: Path, b: Path, shave: int, rgb: bool, with_ssim: bool, as_json: bool) -> None:
+@click.option(
+    "--max-pixels", type=click.IntRange(min=1), default=None,
+    help="Largest image accepted, in pixels. [default: 89478485]",
+)  # fmt: skip
+def psnr(
+    a: Path, b: Path, shave: int, rgb: bool, with_ssim: bool, as_json: bool, max_pixels: int | None
+) -> None:
     """Print the PSNR in dB between two images of the same size.
 
     Measured as in the super-resolution papers: on the Y channel of BT.601
@@ -197,9 +227,11 @@ def psnr(a: Path, b: Path, shave: int, rgb: bool, with_ssim: bool, as_json: bool
     Example:
       sruc psnr original.png upscaled.png --shave 3 --ssim
     """
+    from sruc.images import DEFAULT_MAX_PIXELS
     from sruc.quality import compare
 
-    result = compare(a, b, shave=shave, y_only=not rgb, with_ssim=with_ssim)
+    limit = max_pixels or DEFAULT_MAX_PIXELS
+    result = compare(a, b, shave=shave, y_only=not rgb, with_ssim=with_ssim, max_pixels=limit)
     if as_json:
         click.echo(json.dumps({"a": str(a), "b": str(b), **result.to_json()}))
         return
@@ -215,6 +247,11 @@ def _fmt_db(value: float) -> str:
 
 # Commands defined in their own modules (each a thin layer too), registered here.
 # --- registered commands: one line each, keep sorted ---
+from sruc.cli_bench import bench as _bench  # noqa: E402
+from sruc.cli_models import models as _models  # noqa: E402
+
+cli.add_command(_bench)
+cli.add_command(_models)
 # --- end of registered commands ---
 
 

@@ -76,18 +76,21 @@ class Score:
     """PSNR (dB) and SSIM of one image at one scale."""
 
     psnr: float
-    ssim: float
+    ssim: float | None
 
 
 #: Maps a network input (1, 1, H, W) in [0, 1] to an output of the same shape.
 YModel = Callable[[torch.Tensor], torch.Tensor]
 
 
-def evaluate_image(hr: torch.Tensor, scale: int, model: YModel | None = None) -> Score:
+def evaluate_image(
+    hr: torch.Tensor, scale: int, model: YModel | None = None, *, with_ssim: bool = True
+) -> Score:
     """Score one HR image (``(C, H, W)`` on 0..255) by the protocol.
 
     ``model`` None is the bicubic baseline. The model runs in float32 on
     values in [0, 1]; it is called under the caller's grad/device context.
+    SSIM is left out (None) when ``with_ssim`` is False.
     """
     hr_y = luma(modcrop(hr, scale))
     size = (int(hr_y.shape[-2]), int(hr_y.shape[-1]))
@@ -98,5 +101,5 @@ def evaluate_image(hr: torch.Tensor, scale: int, model: YModel | None = None) ->
     out = quantize(up)
     return Score(
         psnr(hr_y, out, shave=scale, y_only=False),
-        ssim(hr_y, out, shave=scale, y_only=False),
+        ssim(hr_y, out, shave=scale, y_only=False) if with_ssim else None,
     )

@@ -1,9 +1,13 @@
 """Model names users can type, and turning a ``--model`` value into a network.
 
 A model is named by a registry name (``bicubic``, and the pretrained weights
-once they are released) or by a path to a checkpoint file (see
-:mod:`sruc.checkpoint`). The table of pretrained weights is data: entries exist
-only for files that exist.
+once they are released), by a path to a checkpoint file (see
+:mod:`sruc.checkpoint`), or by an http(s) URL pinned with its SHA-256. The
+table of pretrained weights is data: entries exist only for files that exist.
+
+Adding released weights takes two steps: an entry in :data:`PRETRAINED`, and
+(for the offline default) the file itself in ``src/sruc/weights/``. The files
+are found and fetched by :mod:`sruc.hub`: cache, then bundled, then download.
 """
 
 from __future__ import annotations
@@ -11,12 +15,14 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 from torch import nn
 
-from sruc import checkpoint, models
+from sruc import checkpoint, hub, models
 from sruc.errors import ModelError, SrucWarning, UsageError
 
 #: The largest upscaling factor accepted anywhere.
@@ -25,13 +31,56 @@ MAX_SCALE = 8.0
 #: Names that need no weights file.
 BUILTIN = ("bicubic",)
 
-#: Pretrained weights: name -> entry. Empty until release weights are trained;
-#: an entry is added only together with the file it describes.
-PRETRAINED: dict[str, dict[str, object]] = {}
+
+@dataclass(frozen=True)
+class Weights:
+    """One released weights file: a row of the registry.
+
+    Attributes:
+        name: unique name of this file, e.g. ``srcnn-x3`` (users may type it).
+        group: the name users type to get it, e.g. ``srcnn``; a group holds
+            either one multi-scale file (VDSR) or one file per scale (SRCNN),
+            and the requested scale picks the file.
+        arch: architecture, a key of :data:`sruc.models.ARCHITECTURES`.
+        config: the architecture's constructor arguments, as in the checkpoint.
+        scales: scales the weights were trained for, as in the checkpoint.
+        file: file name, in the cache and in ``src/sruc/weights/``.
+        size: file size in bytes.
+        sha256: SHA-256 of the file, lower-case hex.
+        url: download URL relative to the base (:func:`sruc.hub.base_url`).
+    """
+
+    name: str
+    group: str
+    arch: str
+    config: Mapping[str, Any]
+    scales: tuple[float, ...]
+    file: str
+    size: int
+    sha256: str
+    url: str
+
+
+#: The pretrained weights, one row per file. Empty until release weights are
+#: trained: a row is added only together with the file it describes, e.g.
+#:
+#:     Weights(name="srcnn-x3", group="srcnn", arch="srcnn",
+#:             config={"channels": 1, "n1": 64, "n2": 32, "f1": 9, "f2": 5, "f3": 5},
+#:             scales=(3.0,), file="srcnn-x3.pt", size=..., sha256="...", url="srcnn-x3.pt"),
+#:     Weights(name="vdsr", group="vdsr", arch="vdsr",
+#:             config={"channels": 1, "depth": 20, "width": 64, "kernel": 3},
+#:             scales=(2.0, 3.0, 4.0), file="vdsr.pt", size=..., sha256="...", url="vdsr.pt"),
+#:
+#: ``config`` and ``scales`` are exactly the checkpoint's (loading checks it);
+#: ``sha256sum`` and ``stat -c %s`` give the last two numbers.
+PRETRAINED: tuple[Weights, ...] = ()
 
 #: Architectures that work on the interpolated image for any scale with one
 #: set of weights (VDSR); the others need weights trained for the exact scale.
 MULTISCALE_ARCHS = frozenset({"vdsr", "bicubic"})
+
+#: Where a registry file is now, as ``sruc models`` shows it.
+Where = Literal["cached", "bundled", "remote", "missing"]
 
 
 @dataclass
@@ -88,21 +137,260 @@ def check_scale(scale: float) -> None:
 
 
 def known_names() -> list[str]:
-    """Every registry name, built-in ones first."""
-    return [*BUILTIN, *sorted(PRETRAINED)]
+    """Every model name users can type, built-in ones first (groups, not their files)."""
+    return [*BUILTIN, *sorted({w.group for w in PRETRAINED})]
 
 
-def _looks_like_path(spec: str) -> bool:
-    return os.sep in spec or "/" in spec or spec.endswith((".pt", ".pth")) or Path(spec).exists()
+def find(name: str) -> list[Weights]:
+    """The registry rows a name stands for: a group's files, or the file of that name."""
+    rows = [w for w in PRETRAINED if w.group == name]
+    return rows or [w for w in PRETRAINED if w.name == name]
 
 
-def load_model(spec: str | os.PathLike[str] | nn.Module = "bicubic") -> LoadedModel:
-    """Resolve ``--model``: a registry name, a checkpoint path, or a module.
+def lookup(name: str) -> list[Weights]:
+    """Like :func:`find`, but an unknown name is an error that lists the known ones.
 
     Raises:
-        ModelError: unknown name (the message lists the known ones), or a bad
-            checkpoint.
+        ModelError: no registry file has that name.
     """
+    rows = find(name)
+    if not rows:
+        raise _unknown(name)
+    return rows
+
+
+def select(name: str, scale: float | None = None) -> Weights:
+    """The registry file for ``name`` at ``scale``.
+
+    A multi-scale group (VDSR) has one file for every scale; a per-scale group
+    (SRCNN) has one file per scale and the scale picks it, so it is checked
+    here, before anything is downloaded.
+
+    Raises:
+        ModelError: an unknown name, no file for that scale, or a per-scale
+            group without a scale.
+    """
+    rows = lookup(name)
+    if scale is None or rows[0].arch in MULTISCALE_ARCHS:
+        if len(rows) == 1:
+            return rows[0]
+        raise ModelError(
+            f"{name} has one weights file per scale (x{_fmt(_all_scales(rows))}); "
+            "give the scale (sruc up -s N, or scale=N) to pick one"
+        )
+    for w in rows:
+        if any(math.isclose(scale, s) for s in w.scales):
+            return w
+    raise ModelError(
+        f"{name} ({rows[0].arch.upper()}) has weights for x{_fmt(_all_scales(rows))} only, "
+        f"not x{scale:g}; use one of those scales or a multi-scale model such as VDSR"
+    )
+
+
+def pinned(w: Weights, env: Mapping[str, str] | None = None) -> hub.Pinned:
+    """How :mod:`sruc.hub` finds, fetches and verifies a registry file."""
+    return hub.Pinned(
+        label=w.name,
+        file=w.file,
+        url=hub.weights_url(w.url, env),
+        sha256=w.sha256,
+        size=w.size,
+        bundled=True,
+        hint=f"or run `sruc models pull {w.name}` while online",
+    )
+
+
+def url_pinned(url: str, sha256: str | None) -> hub.Pinned:
+    """How :mod:`sruc.hub` fetches a model given by URL; the hash is required.
+
+    Raises:
+        UsageError: no ``sha256``, or a malformed one.
+    """
+    if sha256 is None:
+        raise UsageError(
+            f"--model {url} needs --sha256 HEX: downloads are pinned, so a changed or "
+            "damaged file is never used (sha256sum prints the hash of a file you trust)"
+        )
+    pin = hub.check_sha256(sha256)
+    return hub.Pinned(label=url, file=hub.url_file_name(url, pin), url=url, sha256=pin)
+
+
+def fetch(
+    w: Weights,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    offline: bool | None = None,
+    progress: hub.ProgressFn | None = None,
+) -> hub.Located:
+    """A verified copy of a registry file: cached, bundled, or downloaded now.
+
+    Raises:
+        sruc.hub.DownloadError: offline without a copy, or the download failed.
+    """
+    return hub.resolve(pinned(w), cache=cache_dir, offline=offline, progress=progress)
+
+
+def where(
+    w: Weights, *, cache_dir: str | os.PathLike[str] | None = None, offline: bool | None = None
+) -> Where:
+    """Where a registry file is, judged by size (``sruc models verify`` hashes)."""
+    if _has_size(hub.cache_dir(cache_dir) / w.file, w.size):
+        return "cached"
+    if _has_size(hub.BUNDLED_DIR / w.file, w.size):
+        return "bundled"
+    return "missing" if hub.is_offline(offline) else "remote"
+
+
+def file_path(w: Weights, *, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where a registry file is used from: the cache path, unless only the bundled one exists.
+
+    For a file that is nowhere yet, this is where a download (or the user, by
+    hand) puts it.
+    """
+    cached = hub.cache_dir(cache_dir) / w.file
+    bundled = hub.BUNDLED_DIR / w.file
+    return bundled if bundled.is_file() and not cached.is_file() else cached
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """The result of re-hashing one weights file (``sruc models verify``).
+
+    Attributes:
+        path: the file.
+        origin: ``cache`` or ``bundled``.
+        status: ``ok``; ``damaged`` (wrong hash); ``partial`` (an unfinished
+            download, resumed and verified by the next pull); ``unknown`` (a
+            file the registry does not describe: not checked).
+        expected: the pinned SHA-256 (a prefix for files fetched by URL).
+        got: the SHA-256 of the file now.
+    """
+
+    path: Path
+    origin: Literal["cache", "bundled"]
+    status: Literal["ok", "damaged", "partial", "unknown"]
+    expected: str = ""
+    got: str = ""
+
+
+def verify(*, cache_dir: str | os.PathLike[str] | None = None) -> list[FileCheck]:
+    """Re-hash every cached and bundled weights file against its pinned SHA-256.
+
+    Registry files are checked against the registry; files fetched by URL
+    against the hash prefix in their name. Nothing is changed or deleted.
+    """
+    folder = hub.cache_dir(cache_dir)
+    by_file = {w.file: w for w in PRETRAINED}
+    checks: list[FileCheck] = []
+    for w in PRETRAINED:
+        packaged = hub.BUNDLED_DIR / w.file
+        if packaged.is_file():
+            checks.append(_check_file(packaged, "bundled", w.sha256))
+    if not folder.is_dir():
+        return checks
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue  # lock files (and anything hidden) are not weights
+        if path.name.endswith(hub.PART_SUFFIX):
+            checks.append(FileCheck(path, "cache", "partial"))
+        elif path.name in by_file:
+            checks.append(_check_file(path, "cache", by_file[path.name].sha256))
+        elif prefix := hub.url_file_hash_prefix(path.name):
+            checks.append(_check_file(path, "cache", prefix))
+        else:
+            checks.append(FileCheck(path, "cache", "unknown"))
+    return checks
+
+
+def _check_file(path: Path, origin: Literal["cache", "bundled"], expected: str) -> FileCheck:
+    got = hub.file_sha256(path)
+    ok = got.startswith(expected)  # a full hash, or the prefix in a URL file's name
+    return FileCheck(path, origin, "ok" if ok else "damaged", expected, got)
+
+
+def check_table(rows: tuple[Weights, ...] | list[Weights]) -> list[str]:
+    """Problems in a registry table (empty when it is sound); the tests run this.
+
+    Checks that names and files are unique, that user-facing names do not
+    clash, that fields are well formed, and that every group is either one
+    multi-scale file or per-scale files whose scales do not overlap.
+    """
+    problems: list[str] = []
+
+    def dupes(values: list[str]) -> set[str]:
+        return {v for v in values if values.count(v) > 1}
+
+    names = [w.name for w in rows]
+    problems += [f"duplicate name {n!r}" for n in sorted(dupes(names))]
+    problems += [f"duplicate file {f!r}" for f in sorted(dupes([w.file for w in rows]))]
+    groups: dict[str, list[Weights]] = {}
+    for w in rows:
+        groups.setdefault(w.group, []).append(w)
+        at = f"{w.name}:"
+        if w.group in BUILTIN or w.name in BUILTIN:
+            problems.append(f"{at} {w.group!r} is a built-in name")
+        if w.name != w.group and w.name in {r.group for r in rows}:
+            problems.append(f"{at} its name is another group's name")
+        if w.arch not in models.ARCHITECTURES or w.arch == "bicubic":
+            problems.append(f"{at} unknown architecture {w.arch!r}")
+        if not w.scales or not all(1 < s <= MAX_SCALE for s in w.scales):
+            problems.append(f"{at} scales {w.scales!r} must be in (1, {MAX_SCALE:g}]")
+        if len(w.sha256) != 64 or any(c not in "0123456789abcdef" for c in w.sha256):
+            problems.append(f"{at} sha256 must be 64 lower-case hex digits")
+        if w.size <= 0:
+            problems.append(f"{at} size must be positive")
+        if not w.file.endswith(".pt") or "/" in w.file or w.file.startswith("."):
+            problems.append(f"{at} file {w.file!r} must be a plain NAME.pt")
+        if not w.url or hub.is_url(w.url) or w.url.startswith("/"):
+            problems.append(f"{at} url {w.url!r} must be relative to the base URL")
+    for group, members in groups.items():
+        if len({w.arch for w in members}) > 1:
+            problems.append(f"group {group}: mixes architectures")
+        elif len(members) > 1 and members[0].arch in MULTISCALE_ARCHS:
+            problems.append(f"group {group}: a multi-scale architecture needs one file only")
+        elif len(members) > 1:
+            scales = [s for w in members for s in w.scales]
+            if len(set(scales)) != len(scales):
+                problems.append(f"group {group}: two files claim the same scale")
+    return problems
+
+
+def load_model(
+    spec: str | os.PathLike[str] | nn.Module = "bicubic",
+    *,
+    scale: float | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    offline: bool | None = None,
+    sha256: str | None = None,
+    progress: hub.ProgressFn | None = None,
+) -> LoadedModel:
+    """Resolve ``--model``: a registry name, a checkpoint path, a URL, or a module.
+
+    Files are looked for in this order: an explicit path or URL; then, for a
+    registry name, the cache, the weights bundled with sruc, and a download.
+    Every file is checked against its SHA-256 before it is loaded, and loaded
+    with ``torch.load(weights_only=True)``.
+
+    Args:
+        spec: ``bicubic``, a registry name (``vdsr``; ``srcnn`` picks the file
+            for ``scale``), a checkpoint path, an http(s) URL, or an nn.Module.
+        scale: the scale it will run at; picks the file of a per-scale group
+            (SRCNN) and is checked before anything is downloaded.
+        cache_dir: the weights cache (default: ``$SRUC_CACHE_DIR``, else the
+            user cache folder).
+        offline: never use the network (default: ``$SRUC_OFFLINE``).
+        sha256: the SHA-256 a URL (required) or a checkpoint file must have.
+        progress: download progress, called with (bytes done, total or None).
+
+    Raises:
+        ModelError: unknown name (the message lists the known ones), a bad
+            checkpoint, or no weights for that scale.
+        sruc.hub.DownloadError: a download failed, or offline without a copy.
+        sruc.hub.ChecksumError: a file does not have its pinned SHA-256.
+        UsageError: a URL without ``sha256``, or a malformed ``sha256``.
+    """
+    if scale is not None:
+        check_scale(scale)
     if isinstance(spec, nn.Module):
         return LoadedModel(
             name=type(spec).__name__,
@@ -111,29 +399,90 @@ def load_model(spec: str | os.PathLike[str] | nn.Module = "bicubic") -> LoadedMo
             radius=models.receptive_radius(spec),
         )
     text = os.fspath(spec)
+    pin = hub.check_sha256(sha256) if sha256 is not None else None
     if text == "bicubic":
+        if pin is not None:
+            raise UsageError("--sha256 pins a --model URL or checkpoint file; bicubic has none")
         return LoadedModel(name="bicubic", module=models.Bicubic(), arch="bicubic")
-    if text in PRETRAINED:  # pragma: no cover - filled in by the weights release
-        raise ModelError(f"pretrained weights for {text!r} are not downloadable yet")
-    if _looks_like_path(text):
-        ckpt = checkpoint.load(text)
-        module = ckpt.build()
-        return LoadedModel(
-            name=text,
-            module=module,
-            arch=ckpt.arch,
-            scales=ckpt.scales,
-            radius=models.receptive_radius(module),
-            meta=ckpt.meta,
+    if hub.is_url(text):
+        source = url_pinned(text, pin)
+        located = hub.resolve(source, cache=cache_dir, offline=offline, progress=progress)
+        return _from_file(located.path, text)
+    if _looks_like_path(text, registered=False):
+        return _from_file(Path(text), text, pin)
+    if find(text):
+        if pin is not None:
+            raise UsageError(
+                f"--sha256 pins a --model URL or checkpoint file; {text} is pinned by the registry"
+            )
+        w = select(text, scale)
+        located = fetch(w, cache_dir=cache_dir, offline=offline, progress=progress)
+        lm = _from_file(located.path, w.name)
+        _check_matches(w, lm, located.path)
+        return lm
+    if _looks_like_path(text, registered=True):
+        return _from_file(Path(text), text, pin)
+    raise _unknown(text)
+
+
+def _looks_like_path(spec: str, *, registered: bool) -> bool:
+    """Whether ``spec`` names a file: explicitly, or (after registry names) by existing."""
+    explicit = os.sep in spec or "/" in spec or spec.endswith((".pt", ".pth"))
+    return explicit or (registered and Path(spec).exists())
+
+
+def _from_file(path: Path, name: str, sha256: str | None = None) -> LoadedModel:
+    if sha256 is not None and path.is_file():
+        hub.verify_file(path, sha256)
+    ckpt = checkpoint.load(path)
+    module = ckpt.build()
+    return LoadedModel(
+        name=name,
+        module=module,
+        arch=ckpt.arch,
+        scales=ckpt.scales,
+        radius=models.receptive_radius(module),
+        meta=ckpt.meta,
+    )
+
+
+def _check_matches(w: Weights, lm: LoadedModel, path: Path) -> None:
+    """The registry row must describe the file it pins (a release mistake otherwise)."""
+    config = dict(getattr(lm.module, "config", {}))
+    if (
+        lm.arch != w.arch
+        or config != dict(w.config)
+        or sorted(lm.scales) != sorted(float(s) for s in w.scales)
+    ):
+        raise ModelError(
+            f"the registry entry {w.name} ({w.arch} {dict(w.config)} x{_fmt(w.scales)}) does "
+            f"not describe {path} ({lm.arch} {config} x{_fmt(lm.scales)}); please report it"
         )
+
+
+def _unknown(text: str) -> ModelError:
     known = ", ".join(known_names())
     if text in models.ARCHITECTURES:
-        raise ModelError(
+        return ModelError(
             f"no pretrained {text.upper()} weights are available yet; known models: {known}, "
             "or pass a checkpoint file with --model PATH"
         )
-    raise ModelError(f"unknown model {text!r}; known models: {known}, or a checkpoint file path")
+    return ModelError(
+        f"unknown model {text!r}; known models: {known}, or a checkpoint file path "
+        "(or an http(s) URL with --sha256)"
+    )
 
 
-def _fmt(scales: list[float]) -> str:
+def _has_size(path: Path, size: int) -> bool:
+    try:
+        return path.is_file() and path.stat().st_size == size
+    except OSError:
+        return False
+
+
+def _all_scales(rows: list[Weights]) -> list[float]:
+    return sorted({s for w in rows for s in w.scales})
+
+
+def _fmt(scales: list[float] | tuple[float, ...]) -> str:
     return "/".join(f"{s:g}" for s in scales) or "any"
