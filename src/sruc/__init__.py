@@ -17,7 +17,9 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from sruc.errors import (
+    ChecksumError,
     DeviceError,
+    DownloadError,
     InputError,
     ModelError,
     OutputError,
@@ -59,7 +61,9 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ChecksumError",
     "DeviceError",
+    "DownloadError",
     "InputError",
     "ModelError",
     "OutputError",

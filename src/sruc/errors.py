@@ -37,6 +37,14 @@ class ModelError(SrucError):
     """An unknown model name, a corrupt checkpoint, or no weights for a scale."""
 
 
+class DownloadError(ModelError):
+    """A weights file could not be downloaded (network, HTTP error, or offline)."""
+
+
+class ChecksumError(DownloadError):
+    """A file's bytes do not have the SHA-256 they are pinned to."""
+
+
 class DeviceError(SrucError):
     """A requested device that is not available."""
 

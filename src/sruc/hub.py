@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urljoin, urlsplit
 
-from sruc.errors import ModelError, SrucWarning, UsageError
+from sruc.errors import ChecksumError, DownloadError, SrucWarning, UsageError
 
 # --- constants -----------------------------------------------------------------------------
 
@@ -79,14 +79,6 @@ ProgressFn = Callable[[int, int | None], None]
 
 #: Where :func:`resolve` found a file.
 Origin = Literal["cache", "bundled", "download"]
-
-
-class DownloadError(ModelError):
-    """A weights file could not be downloaded (network, HTTP error, or offline)."""
-
-
-class ChecksumError(DownloadError):
-    """A file's bytes do not have the SHA-256 they are pinned to."""
 
 
 # --- settings: pure functions of their arguments and the environment -----------------------
