@@ -249,15 +249,30 @@ def _fmt_db(value: float) -> str:
 # --- registered commands: one line each, keep sorted ---
 from sruc.cli_bench import bench as _bench  # noqa: E402
 from sruc.cli_models import models as _models  # noqa: E402
+from sruc.cli_train import train as _train  # noqa: E402
 
 cli.add_command(_bench)
 cli.add_command(_models)
+cli.add_command(_train)
 # --- end of registered commands ---
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``sruc`` console script and ``python -m sruc``."""
+    """Entry point of the ``sruc`` console script and ``python -m sruc``.
+
+    Returns the exit code: 0, 1 (runtime error), 2 (usage error) or 130
+    (interrupted). Warnings print as ``warning: ...`` lines while it runs; the
+    previous warning hook is restored afterwards, for in-process callers.
+    """
+    previous = warnings.showwarning
     warnings.showwarning = _show_warning
+    try:
+        return _run(argv)
+    finally:
+        warnings.showwarning = previous
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="sruc", standalone_mode=False)
     except click.exceptions.Exit as e:

@@ -1,0 +1,283 @@
+"""``sruc train``: a thin click layer over :func:`sruc.train.train`.
+
+Parses the options into a :class:`~sruc.train.TrainConfig`, renders the
+library's progress events on stderr (a rich display on a terminal, otherwise a
+plain line per log interval), and prints the best checkpoint's path on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _parse_scales(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+    try:
+        scales = tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
+    if not scales:
+        raise click.BadParameter("give at least one scale, e.g. 2,3,4")
+    return scales
+
+
+def _parse_json(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    try:
+        obj = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise click.BadParameter(f"not valid JSON ({e.msg}), e.g. '{{\"depth\": 10}}'") from None
+    if not isinstance(obj, dict):
+        raise click.BadParameter('must be a JSON object, e.g. \'{"depth": 10, "width": 32}\'')
+    return obj
+
+
+def _fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return (
+        f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    )
+
+
+def _fmt_psnr(scores: dict[int, float] | None) -> str:
+    if not scores:
+        return ""
+    return " ".join(f"x{s} {v:.2f}" for s, v in sorted(scores.items()))
+
+
+def _describe(event: Any) -> str:
+    """One plain line for a log, validation, save or start event."""
+    if event.kind == "log":
+        parts = [
+            f"step {event.step}/{event.steps}",
+            f"loss {event.loss:.3g}",
+            f"lr {event.lr:.3g}",
+            f"{event.patches_per_s:.0f} patches/s",
+            f"ETA {_fmt_time(event.eta_s)}",
+        ]
+        if event.val_psnr:
+            parts.insert(2, f"val {_fmt_psnr(event.val_psnr)} dB")
+        return "  ".join(parts)
+    if event.kind == "val":
+        mark = " (best)" if event.best else ""
+        return f"step {event.step}/{event.steps}  validation {_fmt_psnr(event.val_psnr)} dB{mark}"
+    return str(event.message)
+
+
+@contextmanager
+def _renderer(quiet: bool) -> Iterator[Any]:
+    """A progress callback: rich on a terminal, plain lines otherwise, nothing if quiet."""
+    if quiet:
+        yield None
+        return
+    if not sys.stderr.isatty():
+
+        def plain(event: Any) -> None:
+            if event.kind == "data" and event.step == 1:
+                click.echo(f"building the patch cache from {event.steps} images", err=True)
+            if event.kind in ("start", "log", "val", "save"):
+                click.echo(_describe(event), err=True)
+
+        yield plain
+        return
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=24),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+        info = {"loss": "", "val": "", "speed": "", "eta": ""}
+
+        def rich(event: Any) -> None:
+            if event.kind == "data":
+                if "data" not in tasks:
+                    tasks["data"] = bar.add_task("patch cache", total=event.steps, info="images")
+                bar.update(tasks["data"], completed=event.step)
+                return
+            if event.kind == "start":
+                if "data" in tasks:
+                    bar.remove_task(tasks.pop("data"))
+                console.print(event.message)
+                tasks["train"] = bar.add_task("train", total=event.steps, info="")
+                bar.update(tasks["train"], completed=event.step)
+                return
+            if event.kind in ("log", "val", "save"):
+                console.print(_describe(event))
+            if event.kind == "log":
+                info["loss"] = f"loss {event.loss:.3g}"
+            if event.kind == "val":
+                info["val"] = f"val {_fmt_psnr(event.val_psnr)} dB"
+            if event.kind in ("step", "log"):
+                info["speed"] = f"{event.patches_per_s:.0f} patches/s"
+                info["eta"] = f"ETA {_fmt_time(event.eta_s)}"
+            if "train" in tasks:
+                text = "  ".join(v for v in info.values() if v)
+                bar.update(tasks["train"], completed=event.step, info=text)
+
+        yield rich
+
+
+@click.command(context_settings=_CONTEXT)
+@click.argument("images", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
+@click.option(
+    "--model", type=click.Choice(["vdsr", "srcnn"]), default="vdsr", show_default=True,
+    help="Architecture to train.",
+)  # fmt: skip
+@click.option(
+    "-s", "--scale", "scales", default="2,3,4", show_default=True, callback=_parse_scales,
+    help="Whole-number scales 2..8, comma-separated (SRCNN: one).",
+)  # fmt: skip
+@click.option(
+    "--model-config", callback=_parse_json, default=None,
+    help='Architecture sizes as JSON, e.g. \'{"depth": 10, "width": 32}\'.',
+)  # fmt: skip
+@click.option(
+    "--recipe", default=None,
+    help="adam, paper (the model's paper recipe), vdsr-paper or srcnn-paper. [default: adam]",
+)  # fmt: skip
+@click.option("--steps", type=int, default=10_000, show_default=True, help="Optimisation steps.")
+@click.option(
+    "--batch-size", type=int, default=None,
+    help="Global batch (all processes). [default: 64 VDSR, 128 SRCNN]",
+)  # fmt: skip
+@click.option(
+    "--patch-size", type=int, default=None, help="Patch edge. [default: 41 VDSR, 33 SRCNN]"
+)
+@click.option("--lr", type=float, default=None, help="Base learning rate. [default: the recipe's]")
+@click.option("--val", type=click.Path(path_type=Path), default=None, help="Validation images.")
+@click.option(
+    "--val-split", type=float, default=None,
+    help="Fraction of the images held out for validation. [default: 0.05 without --val]",
+)  # fmt: skip
+@click.option(
+    "--val-crop", type=int, default=96, show_default=True,
+    help="Validate on central crops this big (0: whole images).",
+)  # fmt: skip
+@click.option(
+    "--val-every", type=int, default=None, help="Steps between validations. [default: steps/10]"
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option(
+    "--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+    show_default=True, help="auto: bf16 where the CPU or GPU has it.",
+)  # fmt: skip
+@click.option(
+    "--channels-last/--no-channels-last", default=None,
+    help="Memory layout. [default: channels-last on CPU and CUDA]",
+)  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out (error if there is none).")
+@click.option(
+    "--save-every-minutes", type=float, default=5.0, show_default=True,
+    help="How often the training state is saved.",
+)  # fmt: skip
+@click.option("--log-every", type=int, default=50, show_default=True, help="Steps per log line.")
+@click.option("--stop-after", type=int, default=None, help="Stop after this step (resume later).")
+@click.option("--max-minutes", type=float, default=None, help="Stop after this much wall time.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress or summary.")
+def train(
+    images: Path,
+    out: Path,
+    model: str,
+    scales: tuple[float, ...],
+    model_config: dict[str, Any],
+    recipe: str | None,
+    steps: int,
+    batch_size: int | None,
+    patch_size: int | None,
+    lr: float | None,
+    val: Path | None,
+    val_split: float | None,
+    val_crop: int,
+    val_every: int | None,
+    device: str,
+    precision: str,
+    channels_last: bool | None,
+    seed: int,
+    resume: bool,
+    save_every_minutes: float,
+    log_every: int,
+    stop_after: int | None,
+    max_minutes: float | None,
+    quiet: bool,
+) -> None:
+    """Train SRCNN or VDSR on a folder of images (searched recursively).
+
+    Training pairs are made by the papers' protocol (MATLAB bicubic, BT.601 Y,
+    8-bit LR), with flips, rotations and downscaling as augmentation. The best
+    weights on the validation images are kept as OUT/best.pt, usable with
+    `sruc up --model OUT/best.pt`. Re-running into the same --out with the same
+    options resumes; under torchrun, trains data-parallel.
+
+    \b
+    Examples:
+      sruc train ./images --model vdsr --scale 2,3,4 --out runs/my-vdsr
+      sruc train ./images --model srcnn --scale 3 --recipe paper --out runs/srcnn-x3
+      torchrun --nproc_per_node=4 -m sruc train ./images --out runs/ddp
+    """
+    from sruc.train import DEFAULT_RECIPE, TrainConfig
+    from sruc.train import train as run_training
+
+    config = TrainConfig(
+        data=str(images),
+        out=str(out),
+        model=model,
+        model_config=model_config,
+        scales=tuple(scales),  # type: ignore[arg-type]  # validated by the library
+        recipe=recipe or DEFAULT_RECIPE,
+        steps=steps,
+        batch_size=batch_size,
+        patch_size=patch_size,
+        lr=lr,
+        val=str(val) if val is not None else None,
+        val_split=val_split,
+        val_crop=val_crop,
+        val_every=val_every,
+        seed=seed,
+        device=device,
+        precision=precision,
+        channels_last=channels_last,
+        save_every_minutes=save_every_minutes,
+        log_every=log_every,
+        resume=resume,
+        stop_after=stop_after,
+        max_minutes=max_minutes,
+    )
+    with _renderer(quiet) as progress:
+        result = run_training(config, progress=progress)
+    if result.rank != 0:
+        return
+    if not quiet:
+        done = "finished" if result.completed else "stopped"
+        summary = (
+            f"{done} at step {result.step}/{result.steps} "
+            f"({_fmt_time(result.total_seconds)} in all)"
+        )
+        if not result.completed:
+            summary += "; run the same command again to resume"
+        if result.best_psnr:
+            summary += (
+                f"; best validation {_fmt_psnr(result.best_psnr)} dB at step {result.best_step} "
+                f"(bicubic {_fmt_psnr(result.bicubic_psnr)})"
+            )
+        click.echo(summary, err=True)
+    click.echo(str(result.best or result.last))

@@ -1,0 +1,967 @@
+"""Training SRCNN and VDSR on your own images: ``sruc.train.train(config)``.
+
+Reads top to bottom: the recipes, the configuration, then :func:`train`, which
+loads the data (:mod:`sruc.data`), resumes or starts a run folder, builds the
+model, and runs the loop: a batch of patches, a forward pass under autocast,
+the loss in float32, a step; every ``val_every`` steps the validation PSNR by
+the protocol (:mod:`sruc.protocol`), keeping the best weights; every few
+minutes an atomic training state. Helpers follow.
+
+A run folder holds::
+
+    config.json      the configuration, for people (state.pt is authoritative)
+    state.pt         everything needed to continue (weights, optimiser, scheduler,
+                     step, RNG states, sampler position); loads with weights_only=True
+    best.pt          the weights with the best validation PSNR (a sruc checkpoint)
+    last.pt          the latest weights (a sruc checkpoint)
+    metrics.jsonl    one JSON object per log line and per validation
+    val_psnr.png     validation PSNR per scale over the steps
+
+Data parallelism: under ``torchrun`` (``RANK``/``WORLD_SIZE`` set) every process
+trains a DDP replica on its own disjoint slice of each global batch (NCCL on
+CUDA, Gloo on the CPU); rank 0 validates, logs and writes files.
+
+Test hook: with ``SRUC_TRAIN_DUMP_RANK_WEIGHTS=DIR`` set, every rank writes the
+SHA-256 of its final weights to ``DIR/rank{N}.sha256``, so a test can check that
+the replicas ended identical.
+
+The library never prints: progress goes to the ``progress`` callback as
+:class:`TrainEvent` objects, skipped files to :mod:`warnings` as
+:class:`~sruc.errors.SrucWarning`, failures raise :class:`~sruc.errors.SrucError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from sruc import __version__, checkpoint, fsutil, models
+from sruc.data import ImageSet, PatchCache, load_images, split_validation
+from sruc.device import resolve_device
+from sruc.errors import InputError, ModelError, OutputError, SrucWarning, UsageError
+from sruc.plot import line_chart
+from sruc.protocol import evaluate_image
+
+STATE_FORMAT = "sruc-train-state/1"
+#: The largest training scale (as for upscaling).
+MAX_SCALE = 8
+#: Environment variable of the test hook that dumps each rank's weight hash.
+DUMP_ENV = "SRUC_TRAIN_DUMP_RANK_WEIGHTS"
+#: Patch edge and global batch size per architecture, as in the papers.
+MODEL_DEFAULTS = {
+    "vdsr": {"patch_size": 41, "batch_size": 64},
+    "srcnn": {"patch_size": 33, "batch_size": 128},
+}
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to optimise: optimiser, learning-rate schedule, loss and clipping."""
+
+    name: str
+    optimizer: str  # "sgd" or "adam"
+    lr: float  # base learning rate (--lr overrides it)
+    momentum: float = 0.0  # SGD only
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # "step": x0.1 every `decay_every` of the run; "cosine": to 0
+    decay_every: float = 0.25  # fraction of the run between decays (the paper: 20 of 80 epochs)
+    clip: float | None = None  # theta: gradient norm clipped to theta / current lr (VDSR)
+    loss: str = "mse"  # "mse": mean per pixel; "euclidean": 1/2 sum over pixels / batch (Caffe)
+    last_layer_lr: float = 1.0  # lr multiplier of the last convolution (SRCNN: 0.1)
+    identity_start: bool = False  # VDSR: zero the last convolution, so training starts at bicubic
+    summary: str = ""
+
+    def factor(self, step: int, steps: int) -> float:
+        """The learning-rate multiplier at ``step`` of a ``steps``-long run."""
+        if self.schedule == "step":
+            every = max(1, math.ceil(steps * self.decay_every))
+            return 0.1 ** (step // every)
+        if self.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
+        return 1.0
+
+    def loss_fn(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The training loss of float32 ``(B, 1, P, P)`` tensors."""
+        if self.loss == "euclidean":
+            return 0.5 * (out - target).pow(2).sum() / out.shape[0]
+        return F.mse_loss(out, target)
+
+
+RECIPES: dict[str, Recipe] = {
+    "adam": Recipe(
+        "adam",
+        "adam",
+        lr=1e-3,
+        schedule="cosine",
+        identity_start=True,
+        summary="Adam, lr 1e-3, cosine decay to 0, per-pixel MSE; VDSR starts at bicubic",
+    ),
+    # The paper clips each gradient element to [-theta/lr, theta/lr] without giving
+    # theta; this clips the global norm to theta/lr (the reading of the common PyTorch
+    # port), which bounds every update's norm by theta however large the loss.
+    "vdsr-paper": Recipe(
+        "vdsr-paper",
+        "sgd",
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=1e-4,
+        schedule="step",
+        clip=0.4,
+        loss="euclidean",
+        summary="VDSR paper: SGD momentum 0.9, wd 1e-4, lr 0.1 x0.1 every quarter, "
+        "gradient norm clipped to 0.4/lr",
+    ),
+    "srcnn-paper": Recipe(
+        "srcnn-paper",
+        "sgd",
+        lr=1e-4,
+        loss="euclidean",
+        last_layer_lr=0.1,
+        summary="SRCNN paper: plain SGD, lr 1e-4 (1e-5 for the last layer), constant",
+    ),
+}
+#: The recipe used when none is given: the one that reached the highest validation
+#: PSNR in the same wall time (benchmarks/train_recipes.py recipes, 3 min on T91, 2 CPU
+#: cores): VDSR 10x32 +0.66/+1.40/+1.19 dB over bicubic, vdsr-paper +0.00 (collapsed
+#: to bicubic); SRCNN -0.68 dB at x3 vs -4.55 for srcnn-paper. See README.
+DEFAULT_RECIPE = "adam"
+
+
+def resolve_recipe(name: str, model: str) -> Recipe:
+    """A recipe by name; ``paper`` means the paper recipe of ``model``."""
+    key = f"{model}-paper" if name == "paper" else name
+    if key not in RECIPES:
+        raise UsageError(f"unknown recipe {name!r}; choose one of paper, {', '.join(RECIPES)}")
+    return RECIPES[key]
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (see ``sruc train --help``)."""
+
+    data: str  # folder of training images, searched recursively
+    out: str  # run folder: checkpoints, state, metrics, plot
+    model: str = "vdsr"  # "vdsr" or "srcnn"
+    model_config: dict[str, Any] = field(default_factory=dict)  # e.g. {"depth": 10, "width": 32}
+    scales: tuple[int, ...] = (2, 3, 4)  # VDSR mixes them in one model; SRCNN takes one
+    recipe: str = DEFAULT_RECIPE  # a key of RECIPES, or "paper"
+    steps: int = 10_000  # optimisation steps; the schedule is scaled to them
+    batch_size: int | None = None  # global (all processes together); None: 64 VDSR, 128 SRCNN
+    patch_size: int | None = None  # patch edge in pixels; None: 41 VDSR, 33 SRCNN
+    lr: float | None = None  # None: the recipe's
+    downscales: tuple[float, ...] = (1.0, 0.7, 0.5)  # HR scale augmentation, as in VDSR
+    val: str | None = None  # folder of validation images; None: carve val_split off `data`
+    val_split: float | None = None  # fraction of the images held out; None: 0.05 without val
+    val_crop: int = 96  # validate on central crops this big (0: whole images) to stay cheap
+    val_every: int | None = None  # steps between validations; None: steps // 10
+    seed: int = 0  # weights init and patch sampling
+    device: str = "auto"  # auto, cpu, cuda, cuda:N or mps (one GPU per process under torchrun)
+    precision: str = "auto"  # auto (bf16 where the hardware has it), fp32, bf16, fp16 (CUDA)
+    channels_last: bool | None = None  # None: on CUDA and on the CPU (measured faster on both)
+    save_every_minutes: float = 5.0  # how often the training state is written
+    log_every: int = 50  # steps between log lines in metrics.jsonl and the progress log
+    resume: bool = False  # insist on continuing a run (a matching run resumes anyway)
+    stop_after: int | None = None  # stop (with a saved state) after this step; resume later
+    max_minutes: float | None = None  # stop (with a saved state) after this much wall time
+
+    def resolved(self) -> dict[str, Any]:
+        """The fields that define the trajectory, defaults filled in (JSON-like)."""
+        defaults = MODEL_DEFAULTS.get(self.model, MODEL_DEFAULTS["vdsr"])
+        recipe = resolve_recipe(self.recipe, self.model)
+        return {
+            "model": self.model,
+            "model_config": dict(self.model_config),
+            "scales": sorted({int(s) for s in self.scales}),
+            "recipe": recipe.name,
+            "steps": self.steps,
+            "batch_size": self.batch_size or defaults["batch_size"],
+            "patch_size": self.patch_size or defaults["patch_size"],
+            "lr": self.lr if self.lr is not None else recipe.lr,
+            "downscales": [float(f) for f in self.downscales],
+            "val_split": None if self.val else (self.val_split or 0.05),
+            "val_crop": self.val_crop,
+            "val_every": self.val_every or max(1, self.steps // 10),
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class TrainEvent:
+    """One progress report to the ``progress`` callback.
+
+    ``kind`` is ``"data"`` (building the patch cache: ``step`` of ``steps``
+    images done), ``"start"``, ``"step"`` (after every step), ``"log"`` (every
+    ``log_every`` steps, with ``loss``), ``"val"`` (with ``val_psnr``),
+    ``"save"`` or ``"done"``.
+    """
+
+    kind: str
+    step: int = 0
+    steps: int = 0
+    loss: float | None = None  # mean per-pixel MSE on [0, 1] since the previous log
+    lr: float | None = None
+    val_psnr: dict[int, float] | None = None  # dB per scale, latest validation
+    best: bool = False  # this validation is the best so far
+    patches_per_s: float | None = None
+    eta_s: float | None = None
+    message: str = ""
+
+
+Progress = Callable[[TrainEvent], None]
+
+
+@dataclass
+class TrainResult:
+    """What a call to :func:`train` did.
+
+    Attributes:
+        out: the run folder.
+        best: ``best.pt``, or None if no validation ran yet.
+        last: ``last.pt``.
+        step: steps done so far; ``steps``: steps of the schedule.
+        completed: the schedule is finished (False after stop_after/max_minutes).
+        resumed_from: the step this call started from (0: a fresh run).
+        best_step, best_psnr: the best validation and its PSNR per scale (dB).
+        bicubic_psnr: the bicubic baseline on the same validation images.
+        images, val_images, skipped: image counts (skipped: files not used).
+        seconds: wall time of this call; ``total_seconds`` over all sessions.
+        rank, world_size: this process in data-parallel training.
+    """
+
+    out: Path
+    best: Path | None
+    last: Path
+    step: int
+    steps: int
+    completed: bool
+    resumed_from: int
+    best_step: int
+    best_psnr: dict[int, float]
+    bicubic_psnr: dict[int, float]
+    images: int
+    val_images: int
+    skipped: int
+    seconds: float
+    total_seconds: float
+    rank: int = 0
+    world_size: int = 1
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
+    """Train (or continue training) a model as ``config`` says.
+
+    Raises:
+        UsageError: an option value that cannot work (scale 2.5, SRCNN on
+            several scales, unknown recipe).
+        InputError: no usable training or validation images.
+        OutputError: ``out`` holds a different run, or cannot be written.
+    """
+    cfg = dataclasses.replace(config, scales=tuple(sorted({_int_scale(s) for s in config.scales})))
+    _check_config(cfg)
+    ddp, device = _setup_distributed(cfg.device)
+    try:
+        return _train(cfg, ddp, device, progress)
+    finally:
+        if ddp.owns_group:
+            dist.destroy_process_group()
+
+
+def _train(
+    cfg: TrainConfig, ddp: _Dist, device: torch.device, progress: Progress | None
+) -> TrainResult:
+    t_start = time.monotonic()
+    run = cfg.resolved()
+    recipe = resolve_recipe(cfg.recipe, cfg.model)
+    scales: list[int] = run["scales"]
+    steps, batch, patch = run["steps"], run["batch_size"], run["patch_size"]
+    if batch % ddp.world_size:
+        raise UsageError(
+            f"--batch-size {batch} is not a multiple of the {ddp.world_size} processes"
+        )
+
+    def emit(event: TrainEvent) -> None:
+        if progress is not None and ddp.main:
+            progress(event)
+
+    def warn(message: str) -> None:
+        if ddp.main:
+            warnings.warn(message, SrucWarning, stacklevel=3)
+
+    # Data: the training images, and validation images never trained on.
+    out = Path(cfg.out)
+    val_dir = Path(cfg.val) if cfg.val else None
+    if out.resolve() in (Path(cfg.data).resolve(), val_dir and val_dir.resolve()):
+        raise UsageError(f"--out {out} is an image folder; give a folder of its own for the run")
+    images = load_images(
+        cfg.data, patch + max(scales) - 1, [out, *([val_dir] if val_dir else [])], warn
+    )
+    skipped = len(images.skipped)
+    if val_dir is not None:
+        val_set = load_images(
+            val_dir, 4 * max(scales), [out], warn, "give larger validation images"
+        )
+        skipped += len(val_set.skipped)
+        images = _drop_overlap(images, val_set, warn)
+    else:
+        images, val_set = split_validation(images, run["val_split"])
+    run["data_manifest"] = images.manifest_hash
+    run["val_manifest"] = val_set.manifest_hash
+
+    # The run folder: continue a matching run, refuse a different one.
+    state = _check_out(out, run, cfg.resume)
+    start = int(state["step"]) if state else 0
+    if ddp.main:
+        _prepare_out(out, cfg, run, start)
+
+    cache = PatchCache(
+        images.images,
+        scales,
+        run["downscales"],
+        patch,
+        cfg.seed,
+        lambda i, n: emit(TrainEvent("data", i, n, message="building the patch cache")),
+    )
+    val_hr = [_center_crop(im, run["val_crop"]).to(torch.float64) for im in val_set.images]
+    bicubic = {s: _mean(evaluate_image(hr, s).psnr for hr in val_hr) for s in scales}
+
+    # The model, optimiser and schedule; then the saved state, if any.
+    _seed_everything(cfg.seed)
+    net = _build(run["model"], run["model_config"])
+    if recipe.identity_start and run["model"] == "vdsr":
+        # The residual starts at zero (the paper's init starts it at about +-0.5).
+        nn.init.zeros_(_last_conv(net).weight)
+        nn.init.zeros_(_last_conv(net).bias)
+    amp = _resolve_precision(cfg.precision, device)
+    fmt = _memory_format(cfg.channels_last, device)
+    net = net.to(device=device, memory_format=fmt)
+    opt = _optimizer(net, recipe, run["lr"])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: recipe.factor(s, steps))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    best: dict[str, Any] = {"psnr": -math.inf, "step": 0, "scores": {}}
+    history: list[list[Any]] = []  # [step, [psnr per scale]]
+    wall_before = 0.0
+    if state is not None:
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        best, history = dict(state["best"]), [list(h) for h in state["history"]]
+        wall_before = float(state["wall_seconds"])
+    model: nn.Module = net
+    if ddp.world_size > 1:
+        model = nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    stop = min(steps, cfg.stop_after) if cfg.stop_after is not None else steps
+    latest: dict[int, float] = {int(k): v for k, v in best.get("scores", {}).items()}
+
+    def meta(done: int, scores: dict[int, float]) -> dict[str, Any]:
+        return {
+            "recipe": recipe.name,
+            "steps": steps,
+            "step": done,
+            "data_manifest": run["data_manifest"],
+            "val_manifest": run["val_manifest"],
+            "val_psnr": {str(s): v for s, v in scores.items()},
+            "val_psnr_bicubic": {str(s): v for s, v in bicubic.items()},
+            "seed": cfg.seed,
+            "sruc_version": __version__,
+            "wall_seconds": wall_before + time.monotonic() - t_start,
+            "device": str(device),
+            "precision": _precision_name(amp),
+            "world_size": ddp.world_size,
+            "batch_size": batch,
+            "patch_size": patch,
+            "lr": run["lr"],
+            "images": len(images),
+            "val_images": len(val_set),
+        }
+
+    def save_state(done: int) -> None:
+        _write_checkpoint(net, scales, meta(done, latest), out / "last.pt")
+        blob = {
+            "format": STATE_FORMAT,
+            "run": run,
+            "config": _jsonable(dataclasses.asdict(cfg)),
+            "step": done,
+            "model": net.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": _rng_state(),
+            "sampler": {"seed": cfg.seed, "step": done},  # the sampler is a function of these
+            "best": best,
+            "history": history,
+            "wall_seconds": wall_before + time.monotonic() - t_start,
+            "sruc_version": __version__,
+        }
+        _atomic_torch_save(blob, out / "state.pt")
+        emit(TrainEvent("save", done, steps, message=f"saved {out / 'state.pt'}"))
+
+    summary = (
+        f"{len(images)} images ({skipped} skipped), {len(val_set)} for validation; "
+        f"{len(cache)} pairs, {cache.nbytes / 2**20:.0f} MiB, "
+        f"{cache.patches_per_epoch} patches per epoch; {recipe.name} on {device} "
+        f"({_precision_name(amp)}, {ddp.world_size} process(es))"
+    )
+    if start:
+        summary = f"resuming at step {start}; {summary}"
+    emit(TrainEvent("start", start, steps, message=summary))
+
+    # The loop. `done` counts finished steps: the state after step `done - 1`.
+    model.train()
+    autocast = torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext()
+    t_loop = last_save = time.monotonic()
+    win = {"loss": torch.zeros((), device=device), "n": 0, "t": time.perf_counter(), "data": 0.0}
+    done = start
+    for step in range(start, stop):
+        t0 = time.perf_counter()
+        x, y = cache.batch(step, batch, ddp.rank, ddp.world_size)  # (b, 1, P, P) each
+        x = x.to(device, memory_format=fmt, non_blocking=True)
+        y = y.to(device, memory_format=fmt, non_blocking=True)
+        win["data"] += time.perf_counter() - t0
+        with autocast:
+            pred = model(x)  # (b, 1, P, P)
+        pred = pred.float()  # the loss is computed in float32 whatever the autocast dtype
+        loss = recipe.loss_fn(pred, y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if recipe.clip is not None:  # VDSR's adjustable clipping: theta / current lr
+            scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(net.parameters(), recipe.clip / sched.get_last_lr()[0])
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        done = step + 1
+        win["loss"] += F.mse_loss(pred.detach(), y)
+        win["n"] += 1
+
+        # Speed and ETA, from this session's pace.
+        now = time.perf_counter()
+        rate = win["n"] * batch / max(now - win["t"], 1e-9)
+        eta = (time.monotonic() - t_loop) / (done - start) * (stop - done)
+        emit(TrainEvent("step", done, steps, patches_per_s=rate, eta_s=eta))
+
+        if done % cfg.log_every == 0 or done == stop:
+            mse = win["loss"].detach().clone()
+            if ddp.world_size > 1:
+                dist.all_reduce(mse)
+                mse /= ddp.world_size
+            mse_v = float(mse) / win["n"]
+            lr_now = sched.get_last_lr()[0]
+            data_frac = win["data"] / max(now - win["t"], 1e-9)
+            if ddp.main:
+                _append_jsonl(
+                    out / "metrics.jsonl",
+                    {
+                        "kind": "train",
+                        "step": done,
+                        "loss": mse_v,
+                        "lr": lr_now,
+                        "patches_per_s": rate,
+                        "data_fraction": data_frac,
+                        "wall_seconds": wall_before + time.monotonic() - t_start,
+                    },
+                )
+            emit(
+                TrainEvent(
+                    "log",
+                    done,
+                    steps,
+                    loss=mse_v,
+                    lr=lr_now,
+                    val_psnr=latest or None,
+                    patches_per_s=rate,
+                    eta_s=eta,
+                )
+            )
+            win = {"loss": torch.zeros((), device=device), "n": 0, "t": now, "data": 0.0}
+
+        if done % run["val_every"] == 0 or done == steps:
+            if ddp.main:
+                t_val = time.perf_counter()
+                latest = evaluate(net, val_hr, scales, device, fmt)
+                mean = _mean(latest.values())
+                improved = mean > best["psnr"]
+                history.append([done, [latest[s] for s in scales]])
+                if improved:
+                    scores = {str(s): v for s, v in latest.items()}
+                    best = {"psnr": mean, "step": done, "scores": scores}
+                    _write_checkpoint(net, scales, meta(done, latest), out / "best.pt")
+                _append_jsonl(
+                    out / "metrics.jsonl",
+                    {
+                        "kind": "val",
+                        "step": done,
+                        "psnr": {str(s): v for s, v in latest.items()},
+                        "psnr_mean": mean,
+                        "bicubic": {str(s): v for s, v in bicubic.items()},
+                        "best": improved,
+                        "seconds": time.perf_counter() - t_val,
+                    },
+                )
+                _write_plot(out / "val_psnr.png", history, scales, bicubic)
+                emit(TrainEvent("val", done, steps, val_psnr=latest, best=improved))
+            ddp.barrier()  # the other ranks wait for rank 0's validation
+            win["t"] += time.perf_counter() - now  # patches/s counts training time only
+
+        if ddp.main and time.monotonic() - last_save >= cfg.save_every_minutes * 60:
+            t_save = time.perf_counter()
+            save_state(done)
+            last_save = time.monotonic()
+            win["t"] += time.perf_counter() - t_save
+        if cfg.max_minutes is not None and _agree(
+            time.monotonic() - t_start >= cfg.max_minutes * 60, ddp, device
+        ):
+            break
+
+    # The end of this session: the final state (rank 0), and the test hook.
+    if ddp.main and (state is None or done > start):
+        save_state(done)
+    if os.environ.get(DUMP_ENV):
+        _dump_weights_hash(net, Path(os.environ[DUMP_ENV]) / f"rank{ddp.rank}.sha256")
+    ddp.barrier()
+    total = wall_before + time.monotonic() - t_start
+    result = TrainResult(
+        out=out,
+        best=out / "best.pt" if (out / "best.pt").exists() else None,
+        last=out / "last.pt",
+        step=done,
+        steps=steps,
+        completed=done >= steps,
+        resumed_from=start,
+        best_step=int(best["step"]),
+        best_psnr={int(k): v for k, v in best.get("scores", {}).items()},
+        bicubic_psnr=bicubic,
+        images=len(images),
+        val_images=len(val_set),
+        skipped=skipped,
+        seconds=time.monotonic() - t_start,
+        total_seconds=total,
+        rank=ddp.rank,
+        world_size=ddp.world_size,
+    )
+    emit(TrainEvent("done", done, steps, val_psnr=result.best_psnr or None))
+    return result
+
+
+def evaluate(
+    net: nn.Module,
+    images: list[torch.Tensor],
+    scales: list[int],
+    device: torch.device,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> dict[int, float]:
+    """Mean PSNR (dB) per scale over HR ``images`` (``(C, H, W)`` on 0..255), by the protocol.
+
+    Runs in float32 without autocast, as ``sruc up`` runs the model.
+    """
+    net.eval()
+    with torch.inference_mode():
+
+        def run(x: torch.Tensor) -> torch.Tensor:  # (1, 1, H, W) in [0, 1]
+            return net(x.to(device, memory_format=memory_format)).float().cpu()
+
+        scores = {s: _mean(evaluate_image(hr, s, run).psnr for hr in images) for s in scales}
+    net.train()
+    return scores
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _int_scale(s: float) -> int:
+    if not isinstance(s, int | float) or not math.isfinite(s):
+        raise UsageError(f"scale must be a number, got {s!r}")
+    if s > MAX_SCALE:
+        raise UsageError(f"scale {s:g} is too large: training takes scales from 2 to {MAX_SCALE}")
+    if s != round(s) or s < 2:
+        raise UsageError(
+            f"scale {s:g} cannot be trained: training takes whole-number scales from 2 to "
+            f"{MAX_SCALE} (the protocol makes LR images by integer factors); "
+            "a VDSR trained on 2,3,4 upscales by any factor in between"
+        )
+    return round(s)
+
+
+def _check_config(cfg: TrainConfig) -> None:
+    """Reject option values that can never work, before any work is done."""
+    if cfg.model not in MODEL_DEFAULTS:
+        raise UsageError(f"cannot train {cfg.model!r}; choose one of {', '.join(MODEL_DEFAULTS)}")
+    if not cfg.scales:
+        raise UsageError("give at least one scale")
+    if cfg.model == "srcnn" and len(cfg.scales) > 1:
+        listed = ",".join(str(s) for s in cfg.scales)
+        raise UsageError(
+            f"SRCNN learns one scale per model, got {listed}: train one run per scale "
+            f"(e.g. --scale {cfg.scales[0]} --out OUT/x{cfg.scales[0]}), or use --model vdsr"
+        )
+    resolve_recipe(cfg.recipe, cfg.model)
+    positive = {"steps": cfg.steps, "log-every": cfg.log_every}
+    positive.update(
+        {
+            k: v
+            for k, v in (
+                ("batch-size", cfg.batch_size),
+                ("val-every", cfg.val_every),
+                ("stop-after", cfg.stop_after),
+            )
+            if v is not None
+        }
+    )
+    for name, value in positive.items():
+        if value < 1:
+            raise UsageError(f"--{name} must be at least 1, got {value}")
+    if cfg.patch_size is not None and cfg.patch_size < 8:
+        raise UsageError(f"--patch-size must be at least 8 pixels, got {cfg.patch_size}")
+    if cfg.lr is not None and not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise UsageError(f"--lr must be a positive number, got {cfg.lr}")
+    if cfg.val and cfg.val_split is not None:
+        raise UsageError("give --val DIR or --val-split FRACTION, not both")
+    if cfg.val_split is not None and not 0 < cfg.val_split <= 0.5:
+        raise UsageError(f"--val-split must be in (0, 0.5], got {cfg.val_split}")
+    if cfg.val_crop < 0:
+        raise UsageError(f"--val-crop must be 0 (whole images) or a size, got {cfg.val_crop}")
+    if not cfg.downscales or not all(0 < f <= 1 for f in cfg.downscales):
+        raise UsageError(f"downscale factors must be in (0, 1], got {cfg.downscales}")
+    if cfg.precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {cfg.precision!r}; use {', '.join(PRECISIONS)}")
+    if not cfg.save_every_minutes > 0:
+        raise UsageError(f"--save-every-minutes must be positive, got {cfg.save_every_minutes}")
+    _build(cfg.model, cfg.model_config)  # a bad --model-config fails here, not later
+
+
+def _build(arch: str, config: dict[str, Any]) -> nn.Module:
+    try:
+        return models.build(arch, config)
+    except ModelError as e:
+        raise UsageError(f"--model-config: {e}") from None
+
+
+def _check_out(out: Path, run: dict[str, Any], resume: bool) -> dict[str, Any] | None:
+    """The state to resume from (None: a fresh run); raise if ``out`` holds another run."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file; give a folder for the run")
+    path = out / "state.pt"
+    if not path.exists():
+        if resume:
+            raise OutputError(f"nothing to resume: {path} does not exist")
+        taken = [n for n in ("best.pt", "last.pt") if (out / n).exists()]
+        if taken:
+            raise OutputError(
+                f"{out} holds {', '.join(taken)} but no state.pt: not a run sruc can continue; "
+                "choose another --out"
+            )
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise OutputError(
+            f"{path} is damaged or not a sruc training state ({type(e).__name__}); "
+            "choose another --out"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise OutputError(f"{path} is not a sruc training state; choose another --out")
+    diff = _describe_diff(state["run"], run)
+    if diff:
+        raise OutputError(
+            f"{out} holds a run with a different configuration ({diff}); "
+            "choose another --out, or repeat the run's options to continue it"
+        )
+    return state
+
+
+def _describe_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
+    def short(v: Any) -> str:
+        return v[:12] if isinstance(v, str) and len(v) == 64 else json.dumps(v)
+
+    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    parts = [f"{k} {short(old.get(k))} -> {short(new.get(k))}" for k in changed]
+    if any(k.endswith("_manifest") for k in changed):
+        parts.append("the images changed")
+    return "; ".join(parts)
+
+
+def _drop_overlap(train_set: ImageSet, val_set: ImageSet, warn: Callable[[str], None]) -> ImageSet:
+    """Leave validation images out of the training set (by content)."""
+    held = set(val_set.digests)
+    keep = [i for i, d in enumerate(train_set.digests) if d not in held]
+    if len(keep) < len(train_set):
+        warn(f"left {len(train_set) - len(keep)} validation image(s) out of the training images")
+    if not keep:
+        raise InputError(f"every training image under {train_set.root} is also a validation image")
+    return train_set.subset(keep)
+
+
+# --------------------------------------------------------------------------- devices
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world_size: int = 1
+    owns_group: bool = False  # this call initialised the process group and must destroy it
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+
+def _setup_distributed(spec: str) -> tuple[_Dist, torch.device]:
+    """The process group under torchrun (RANK/WORLD_SIZE set) and this process's device."""
+    device = resolve_device(spec)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist(), device
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local)  # one GPU per process
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise UsageError(f"data-parallel training runs on CUDA or the CPU, not {device.type}")
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _Dist(rank, world, owns), device
+
+
+def _agree(flag: bool, ddp: _Dist, device: torch.device) -> bool:
+    """Rank 0's decision, on every rank (time-based stops must not diverge)."""
+    if ddp.world_size == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.broadcast(t, 0)
+    return bool(t.item())
+
+
+def _cpu_has_bf16() -> bool:
+    """True where the CPU computes bf16 natively (AVX512-BF16 or AMX)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def _resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for float32."""
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise UsageError("--precision fp16 is for CUDA; use bf16 or fp32 here")
+        return torch.float16
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and _cpu_has_bf16():
+        return torch.bfloat16
+    return None
+
+
+def _precision_name(amp: torch.dtype | None) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, "fp32") if amp else "fp32"
+
+
+def _memory_format(channels_last: bool | None, device: torch.device) -> torch.memory_format:
+    use = device.type in ("cpu", "cuda") if channels_last is None else channels_last
+    return torch.channels_last if use else torch.contiguous_format
+
+
+def _optimizer(net: nn.Module, recipe: Recipe, lr: float) -> torch.optim.Optimizer:
+    """The recipe's optimiser; the last convolution in its own group when its lr differs."""
+    params: list[dict[str, Any]] = [{"params": list(net.parameters())}]
+    if recipe.last_layer_lr != 1.0:
+        last = _last_conv(net)
+        tail = {id(p) for p in last.parameters()}
+        params = [
+            {"params": [p for p in net.parameters() if id(p) not in tail]},
+            {"params": list(last.parameters()), "lr": lr * recipe.last_layer_lr},
+        ]
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(
+        params, lr=lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+    )
+
+
+def _last_conv(net: nn.Module) -> nn.Conv2d:
+    return [m for m in net.modules() if isinstance(m, nn.Conv2d)][-1]
+
+
+# --------------------------------------------------------------------------- state and files
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    """RNG states as tensors and lists, so the state loads with weights_only=True."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": [version, list(internal), gauss],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _prepare_out(out: Path, cfg: TrainConfig, run: dict[str, Any], start: int) -> None:
+    """Create the run folder; a resumed run drops metrics logged after its state."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        # Temporary files of writes that a killed run left half-done.
+        for leftover in [*out.glob(".*.pt.*.part"), *out.glob(".*.pt.*.tmp")]:
+            leftover.unlink(missing_ok=True)
+        metrics = out / "metrics.jsonl"
+        if start == 0:
+            text = json.dumps({"config": _jsonable(dataclasses.asdict(cfg)), "run": run}, indent=2)
+            _atomic_write(out / "config.json", (text + "\n").encode())
+            metrics.unlink(missing_ok=True)
+        elif metrics.exists():
+            lines = metrics.read_text().splitlines(keepends=True)
+            kept = [line for line in lines if _line_step(line) <= start]
+            _atomic_write(metrics, "".join(kept).encode())
+    except OSError as e:
+        raise OutputError(f"cannot write to {out}: {e.strerror or e}") from None
+
+
+def _line_step(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 0
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    _atomic(path, lambda tmp: tmp.write_bytes(data))
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """Write through a temporary file beside ``path`` and rename: all or nothing.
+
+    Raises:
+        OutputError: the write failed (a full disk...); ``path`` is untouched.
+    """
+    try:
+        fsutil.atomic_write(path, write)
+    except OSError as e:
+        raise OutputError(_cannot_write(path, e)) from None
+
+
+def _cannot_write(path: Path, e: OSError) -> str:
+    return (
+        f"cannot write {path}: {e.strerror or e}; free some space and run the same "
+        "command again to resume from the last saved state"
+    )
+
+
+def _write_checkpoint(net: nn.Module, scales: list[int], meta: dict[str, Any], path: Path) -> None:
+    try:
+        checkpoint.save(checkpoint.from_model(net, [float(s) for s in scales], meta), path)
+    except OSError as e:
+        raise OutputError(_cannot_write(path, e)) from None
+
+
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    try:
+        with path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def _write_plot(
+    path: Path, history: list[list[Any]], scales: list[int], bicubic: dict[int, float]
+) -> None:
+    series = {
+        f"x{s}": [(float(step), float(psnrs[i])) for step, psnrs in history]
+        for i, s in enumerate(scales)
+    }
+    image = line_chart(
+        series,
+        title="Validation PSNR (Y, protocol)",
+        xlabel="step",
+        ylabel="PSNR (dB)",
+        baselines={f"x{s}": v for s, v in bicubic.items()},
+    )
+
+    _atomic(path, lambda tmp: image.save(tmp, format="PNG"))
+
+
+def _dump_weights_hash(net: nn.Module, path: Path) -> None:
+    """Test hook: the SHA-256 of the weights, in state_dict order."""
+    h = hashlib.sha256()
+    for name, t in net.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(h.hexdigest() + "\n")
+
+
+def _center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
+    """The central ``size x size`` part of ``(C, H, W)`` (all of it if smaller, or size 0)."""
+    if size <= 0:
+        return img
+    h, w = img.shape[-2:]
+    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return img[..., top : top + size, left : left + size]
+
+
+def _mean(values: Any) -> float:
+    v = list(values)
+    return sum(v) / len(v)
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj))

@@ -1,0 +1,309 @@
+"""``sruc train``: outputs, resume determinism, refusals, bad input, data parallelism.
+
+Every run is tiny (a 3-layer, 8-wide VDSR or a small SRCNN, a few steps of
+16x16 patches from 48x56 synthetic images), so the whole file takes well under
+a minute on two CPU cores, the two-process Gloo run included.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from helpers import smooth_rgb
+from sruc import checkpoint
+from sruc.cli import main
+from sruc.data import PatchCache
+from sruc.errors import SrucWarning
+from sruc.plot import nice_ticks
+from sruc.train import RECIPES, TrainConfig, train
+
+TINY = ["--model-config", '{"depth": 3, "width": 8}', "--batch-size", "4", "--patch-size", "16"]
+FAST = ["--val-crop", "32", "--log-every", "2", "-q"]
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    """Five small photo-like images, one in a subfolder."""
+    root = tmp_path / "images"
+    (root / "more").mkdir(parents=True)
+    for i in range(5):
+        folder = root / "more" if i == 4 else root
+        Image.fromarray(smooth_rgb(48, 56, seed=i)).save(folder / f"im{i}.png")
+    return root
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def tiny_config(images: Path, out: Path, **kw: object) -> TrainConfig:
+    base: dict[str, object] = dict(
+        data=str(images), out=str(out), model_config={"depth": 3, "width": 8}, batch_size=4,
+        patch_size=16, val_crop=32, steps=6, val_every=3, seed=1,
+    )  # fmt: skip
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def test_train_writes_usable_outputs(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (images / "README.txt").write_text("not an image")
+    out = tmp_path / "run"
+    code, stdout, err = run(capsys, "train", images, "--out", out, "--steps", "4",
+                            "--val-every", "2", *TINY, *FAST[:-1])  # fmt: skip
+    assert code == 0, err
+    assert stdout.strip() == str(out / "best.pt")
+    assert "warning: skipped" in err and "README.txt: is not an image" in err
+    # Not a terminal: plain progress lines on stderr, and a summary.
+    assert "step 2/4  loss" in err and "step 4/4  validation x2" in err
+    assert "finished at step 4/4" in err and "bicubic x2" in err
+
+    for name in ("best.pt", "last.pt"):
+        ckpt = checkpoint.load(out / name)
+        assert ckpt.arch == "vdsr" and ckpt.config["depth"] == 3
+        assert ckpt.scales == [2.0, 3.0, 4.0]
+        meta = ckpt.meta
+        assert meta["recipe"] == "adam" and meta["steps"] == 4 and meta["seed"] == 0
+        assert set(meta["val_psnr"]) == {"2", "3", "4"} and len(meta["data_manifest"]) == 64
+        assert meta["images"] == 4 and meta["val_images"] == 1  # 5% of 5, at least one
+        assert {"sruc_version", "wall_seconds", "device", "val_psnr_bicubic"} <= set(meta)
+    state = torch.load(out / "state.pt", weights_only=True)
+    assert state["step"] == 4 and state["sampler"] == {"seed": 0, "step": 4}
+
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [2, 4]
+    vals = [r for r in records if r["kind"] == "val"]
+    assert [r["step"] for r in vals] == [2, 4]
+    assert set(vals[0]["psnr"]) == {"2", "3", "4"} and "bicubic" in vals[0]
+
+    with Image.open(out / "val_psnr.png") as im:
+        im.verify()
+    with Image.open(out / "val_psnr.png") as im:
+        assert im.format == "PNG" and im.size == (800, 500)
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(smooth_rgb(20, 24, seed=9)).save(photo)
+    code, _, err = run(capsys, "up", photo, "-s", "3", "--model", out / "best.pt", "-q")
+    assert code == 0, err
+    with Image.open(tmp_path / "photo_x3.png") as im:
+        assert im.size == (72, 60)
+
+
+def test_srcnn_trains_one_scale(images: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(images, tmp_path / "srcnn", model="srcnn", scales=(3,),
+                      model_config={"n1": 8, "n2": 4}, steps=2, recipe="paper")  # fmt: skip
+    result = train(cfg)
+    assert result.completed and result.best is not None
+    ckpt = checkpoint.load(result.best)
+    assert ckpt.arch == "srcnn" and ckpt.scales == [3.0] and ckpt.meta["recipe"] == "srcnn-paper"
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def test_resume_follows_the_same_trajectory(images: Path, tmp_path: Path) -> None:
+    straight = train(tiny_config(images, tmp_path / "straight"))
+    first = train(tiny_config(images, tmp_path / "resumed", stop_after=3))
+    assert (first.step, first.completed) == (3, False)
+    second = train(tiny_config(images, tmp_path / "resumed", resume=True))
+    assert (second.resumed_from, second.step, second.completed) == (3, 6, True)
+
+    a = torch.load(tmp_path / "straight" / "state.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "state.pt", weights_only=True)
+    assert a["model"].keys() == b["model"].keys()
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    assert straight.best_psnr == second.best_psnr
+
+    # The resumed run validated at the same steps, each once.
+    def logged(run: str) -> list[int]:
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [r["step"] for r in map(json.loads, lines) if r["kind"] == "val"]
+
+    assert logged("resumed") == logged("straight")
+
+
+def test_a_different_config_is_refused_and_nothing_changes(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    train(tiny_config(images, out, steps=2))
+    before = files(out)
+    for extra in (["--lr", "0.01"], ["--resume", "--lr", "0.01"], ["--seed", "5"]):
+        args = ["--steps", "2", "--val-every", "3", "--seed", "1", *TINY, *FAST, *extra]
+        code, stdout, err = run(capsys, "train", images, "--out", out, *args)
+        assert code == 1 and stdout == ""
+        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+        assert "different configuration" in err
+    assert files(out) == before
+
+
+def test_resume_needs_a_state(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "train", images, "--out", tmp_path / "new", "--resume", *TINY)
+    assert code == 1 and "nothing to resume" in err
+
+
+def test_full_disk_keeps_the_previous_state(
+    images: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = tmp_path / "run"
+    train(tiny_config(images, out, stop_after=2))
+    before = files(out)
+
+    def full_disk(obj: object, f: object, *args: object, **kwargs: object) -> None:
+        if hasattr(f, "write"):
+            f.write(b"PK\x03\x04 partial")  # type: ignore[union-attr]
+        else:
+            Path(str(f)).write_bytes(b"PK\x03\x04 partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    code, _, err = run(capsys, "train", images, "--out", out, "--steps", "6", "--val-every", "3",
+                       "--seed", "1", *TINY, "--val-crop", "32", "-q")  # fmt: skip
+    monkeypatch.undo()
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "No space left on device" in err and "resume" in err
+    state = torch.load(out / "state.pt", weights_only=True)
+    assert state["step"] == 2
+    for name in ("state.pt", "last.pt"):
+        assert files(out)[name] == before[name]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _empty(root: Path) -> None:
+    root.mkdir()
+
+
+def _non_images(root: Path) -> None:
+    root.mkdir()
+    for i in range(3):
+        (root / f"f{i}.png").write_bytes(b"not really a png")
+
+
+def _too_small(root: Path) -> None:
+    root.mkdir()
+    for i in range(3):
+        Image.fromarray(smooth_rgb(12, 40, seed=i)).save(root / f"s{i}.png")
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "code", "words"),
+    [
+        (_empty, [], 1, "holds no files"),
+        (_non_images, [], 1, "no usable image"),
+        (_too_small, [], 1, "smaller than 19x19"),
+        (None, [], 1, "no such folder"),
+        (_empty, ["--model", "srcnn", "--scale", "2.5"], 2, "whole-number scales"),
+        (_empty, ["--scale", "10"], 2, "too large"),
+        (_empty, ["--model", "srcnn", "--scale", "2,3"], 2, "one scale per model"),
+        (_empty, ["--scale", "two"], 2, "comma-separated"),
+        (_empty, ["--recipe", "sgd"], 2, "unknown recipe"),
+        (_empty, ["--model-config", "{depth"], 2, "not valid JSON"),
+        (_empty, ["--model-config", '{"layers": 3}'], 2, "layers"),
+        (_empty, ["--val-split", "0.9"], 2, "--val-split"),
+    ],
+)
+def test_bad_input_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make, args, code, words
+) -> None:  # fmt: skip
+    data = tmp_path / "data"
+    if make is not None:
+        make(data)
+    got, stdout, err = run(capsys, "train", data, "--out", tmp_path / "out",
+                           "--patch-size", "16", *args)  # fmt: skip
+    assert got == code and stdout == ""
+    lines = err.strip().splitlines()
+    # One error line, last; skipped files were reported before it as warnings.
+    assert lines[-1].startswith("error: ") and words in lines[-1], err
+    assert all(line.startswith("warning: ") for line in lines[:-1]), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_must_not_be_the_image_folder(images: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "train", images, "--out", images, *TINY)
+    assert code == 2 and "is an image folder" in err
+    assert sorted(p.name for p in images.rglob("*")) == sorted(
+        ["im0.png", "im1.png", "im2.png", "im3.png", "more", "im4.png"]
+    )
+
+
+def test_small_images_are_skipped_with_a_warning(images: Path, tmp_path: Path) -> None:
+    Image.fromarray(smooth_rgb(10, 10)).save(images / "tiny.png")
+    with pytest.warns(SrucWarning, match=r"tiny.png: 10x10 is smaller than 19x19"):
+        result = train(tiny_config(images, tmp_path / "run", steps=1))
+    assert result.skipped == 1 and result.images == 4
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def test_sampler_is_stateless_and_ranks_are_disjoint() -> None:
+    imgs = [torch.from_numpy(smooth_rgb(40, 44, seed=i)).permute(2, 0, 1) for i in range(2)]
+    cache = PatchCache(imgs, [2, 3], [1.0], 16, seed=3)
+    x, y = cache.batch(7, 8)
+    assert x.shape == y.shape == (8, 1, 16, 16) and x.dtype == torch.float32
+    assert torch.equal(cache.batch(7, 8)[0], x)  # a function of (seed, step) only
+    assert not torch.equal(cache.batch(8, 8)[0], x)
+    halves = [cache.batch(7, 8, rank=r, world_size=2) for r in (0, 1)]
+    assert torch.equal(torch.cat([h[0] for h in halves]), x)
+    assert torch.equal(torch.cat([h[1] for h in halves]), y)
+
+
+def test_recipe_schedules_scale_to_the_run() -> None:
+    vdsr = RECIPES["vdsr-paper"]
+    assert [vdsr.factor(s, 80) for s in (0, 19, 20, 40, 79)] == pytest.approx(
+        [1, 1, 0.1, 0.01, 0.001]
+    )
+    assert RECIPES["adam"].factor(0, 10) == 1 and RECIPES["adam"].factor(10, 10) == 0
+
+
+def test_ticks_cover_the_range() -> None:
+    ticks = nice_ticks(6.3, 32.2)
+    assert ticks[0] <= 6.3 and ticks[-1] >= 32.2 and ticks == sorted(ticks)
+
+
+# --------------------------------------------------------------------------- data parallel
+
+
+def test_two_gloo_processes_end_with_identical_weights(images: Path, tmp_path: Path) -> None:
+    dump = tmp_path / "hashes"
+    env = {**os.environ, "SRUC_TRAIN_DUMP_RANK_WEIGHTS": str(dump), "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "sruc", "train", str(images), "--out", str(tmp_path / "ddp"), "--steps", "3",
+        "--val-every", "2", "--device", "cpu", *TINY, *FAST,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    hashes = [(dump / f"rank{r}.sha256").read_text() for r in (0, 1)]
+    assert hashes[0] == hashes[1]
+    assert proc.stdout.strip() == str(tmp_path / "ddp" / "best.pt")  # rank 0 alone prints
+    assert checkpoint.load(tmp_path / "ddp" / "best.pt").meta["world_size"] == 2
