@@ -26,7 +26,7 @@ def test_bicubic_output_is_matlab_bicubic_of_the_rgb(rgb_png: Path, tmp_path: Pa
     out = tmp_path / "out.png"
     _up(rgb_png, out, "-s", "3")
     got = np.asarray(Image.open(out))
-    src = torch.from_numpy(np.asarray(Image.open(rgb_png))).permute(2, 0, 1).double() / 255
+    src = torch.from_numpy(np.array(Image.open(rgb_png))).permute(2, 0, 1).double() / 255
     want = torch.round(imresize(src, 3.0).clamp(0, 1) * 255).permute(1, 2, 0).numpy()
     assert got.shape == (72, 96, 3)
     assert np.array_equal(got, want.astype(np.uint8))

@@ -107,6 +107,11 @@ def _default_output(src: Path, scale: float) -> Path:
 )  # fmt: skip
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option(
+    "--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+    show_default=True, help="auto: bf16/fp16 where the device runs it natively and the "
+    "weights keep their accuracy, else fp32.",
+)  # fmt: skip
+@click.option(
     "--tile", type=click.IntRange(min=0), default=None,
     help="Tile edge in pixels; 0 disables tiling. [default: chosen from free memory]",
 )  # fmt: skip
@@ -134,6 +139,7 @@ def up(
     output: Path | None,
     model: str,
     device: str,
+    precision: str,
     tile: int | None,
     quality: int | None,
     overwrite: bool,
@@ -180,12 +186,13 @@ def up(
             overwrite=overwrite,
             max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
             progress=progress,
+            precision=precision,
         )
     if not quiet:
         (w0, h0), (w1, h1) = result.input_size, result.output_size
         _say(
             f"wrote {result.output} ({w0}x{h0} -> {w1}x{h1}, {result.model} x{scale:g} "
-            f"on {result.device}, {result.seconds:.1f} s)"
+            f"on {result.device}, {result.precision}, {result.seconds:.1f} s)"
         )
 
 
@@ -247,10 +254,12 @@ def _fmt_db(value: float) -> str:
 
 # Commands defined in their own modules (each a thin layer too), registered here.
 # --- registered commands: one line each, keep sorted ---
+from sruc.cli_batch import batch as _batch  # noqa: E402
 from sruc.cli_bench import bench as _bench  # noqa: E402
 from sruc.cli_models import models as _models  # noqa: E402
 from sruc.cli_train import train as _train  # noqa: E402
 
+cli.add_command(_batch)
 cli.add_command(_bench)
 cli.add_command(_models)
 cli.add_command(_train)
@@ -274,7 +283,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str] | None) -> int:
     try:
-        cli.main(args=argv, prog_name="sruc", standalone_mode=False)
+        # Without standalone mode click returns ctx.exit()'s code (or the
+        # command's return value, None for ours) instead of exiting.
+        rv = cli.main(args=argv, prog_name="sruc", standalone_mode=False)
+        if isinstance(rv, int) and not isinstance(rv, bool):
+            return rv
     except click.exceptions.Exit as e:
         return int(e.exit_code)
     except click.exceptions.Abort:

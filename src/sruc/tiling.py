@@ -8,6 +8,11 @@ it would see in a whole-image pass: at a true image border the tile's zero
 padding is the image's zero padding. The stitched result then equals the
 untiled one (up to float rounding of a different convolution algorithm), so
 there are no seams to hide and no blending is needed.
+
+Several tiles can run in one forward pass (``batch``, used on GPUs): the plan
+then gives every tile an input window of the same size, shifted inwards at
+the image borders. A window with more context than ``r`` is just as exact, so
+batched and one-at-a-time runs agree too.
 """
 
 from __future__ import annotations
@@ -23,15 +28,26 @@ from sruc.errors import DeviceError
 
 #: Smallest tile worth running; below this an out-of-memory error is final.
 MIN_TILE = 32
-#: Default tile edge on CPUs, in output pixels: measured on a 2-core Xeon
-#: (benchmarks/tile_size.py), larger tiles gain under 2% and cost memory.
-CPU_TILE = 512
+#: Default tile edge on CPUs, in output pixels. Measured with
+#: ``benchmarks/tile_size.py --single`` (full VDSR, one interior tile, best of
+#: 25-40 interleaved runs) on a 2-core AMX Xeon: bf16 gives 1.0-1.4 MP/s of
+#: output from 256 to 352 px tiles (the best of those changes from run to run),
+#: then falls to 0.7 at 384 and 0.5 at 512, when a tile's 64-channel feature
+#: maps (128 bytes a pixel) no longer fit in cache; fp32 is flat within noise
+#: (0.15-0.16 MP/s from 256 to 768). 256 sits on the plateau with room to
+#: spare for CPUs with smaller caches; its 20 px margins are paid back by the
+#: cache.
+CPU_TILE = 256
 #: Upper bound for tiles chosen from free GPU memory.
 MAX_GPU_TILE = 2048
-#: Share of free GPU memory a tile's activations may take.
+#: Share of free GPU memory a forward pass's activations may take.
 GPU_MEMORY_SHARE = 0.5
+#: Most tiles stacked into one forward pass on a GPU.
+MAX_GPU_BATCH = 8
 
 ProgressFn = Callable[[int, int], None]
+#: Maps ``(N, C, H, W)`` to the same shape: an ``nn.Module`` or any callable.
+TileModel = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -48,15 +64,26 @@ class Tile:
     in_x1: int
 
 
-def plan_tiles(height: int, width: int, tile: int, radius: int) -> list[Tile]:
+def plan_tiles(
+    height: int, width: int, tile: int, radius: int, *, uniform: bool = False
+) -> list[Tile]:
     """Cover ``height x width`` with tiles of at most ``tile`` pixels a side.
 
     Tiles step by ``tile`` from the top-left; the last row and column are
     smaller when the size is not a multiple. Input regions add ``radius``
     pixels of context wherever that context exists.
+
+    With ``uniform``, tiles are spread evenly instead (their sizes differ by
+    at most one pixel per axis) and every input window has the same size,
+    ``tile + 2 * radius`` per axis or the whole axis if that is shorter, moved
+    inwards at the borders; such tiles can be stacked into one batch.
     """
     if tile <= 0 or (tile >= height and tile >= width):
         return [Tile(0, height, 0, width, 0, height, 0, width)]
+    if uniform:
+        rows, cols = _uniform_axis(height, tile, radius), _uniform_axis(width, tile, radius)
+        return [Tile(y0, y1, x0, x1, iy0, iy1, ix0, ix1)
+                for (y0, y1, iy0, iy1) in rows for (x0, x1, ix0, ix1) in cols]  # fmt: skip
     tiles = []
     for y0 in range(0, height, tile):
         y1 = min(y0 + tile, height)
@@ -72,8 +99,25 @@ def plan_tiles(height: int, width: int, tile: int, radius: int) -> list[Tile]:
     return tiles
 
 
+def _uniform_axis(size: int, tile: int, radius: int) -> list[tuple[int, int, int, int]]:
+    """Even spans along one axis: (start, stop, window start, window stop), equal windows."""
+    n = math.ceil(size / tile)
+    step = math.ceil(size / n)
+    window = min(size, step + 2 * radius)
+    spans = []
+    for i in range(n):
+        a, b = i * step, min((i + 1) * step, size)
+        if a >= b:
+            break
+        # Centre the window on the span, then slide it inside the image: a
+        # margin is then either >= radius or reaches the border.
+        w0 = min(max(0, a - radius), size - window)
+        spans.append((a, b, w0, w0 + window))
+    return spans
+
+
 def iter_tiles(
-    model: nn.Module, x: torch.Tensor, tile: int, radius: int, device: torch.device
+    model: TileModel, x: torch.Tensor, tile: int, radius: int, device: torch.device
 ) -> Iterator[tuple[Tile, torch.Tensor]]:
     """Run ``model`` tile by tile; yields each tile and its kept output (on ``x``'s device)."""
     _, _, h, w = x.shape
@@ -85,13 +129,14 @@ def iter_tiles(
 
 
 def run_tiled(
-    model: nn.Module,
+    model: nn.Module | TileModel,
     x: torch.Tensor,
     *,
     radius: int,
     tile: int | None = None,
     device: torch.device | str = "cpu",
     progress: ProgressFn | None = None,
+    batch: int = 1,
 ) -> torch.Tensor:
     """Apply a same-size model to ``x`` in tiles, seam-free.
 
@@ -103,6 +148,8 @@ def run_tiled(
             one for the device (:func:`default_tile`).
         device: where the model runs.
         progress: called with (tiles done, tiles total) after each tile.
+        batch: tiles per forward pass (more than 1 pays off on GPUs; see
+            :func:`default_batch`). Tiles then get equal input windows.
 
     Returns:
         The output, same shape, dtype and device as ``x``.
@@ -113,13 +160,19 @@ def run_tiled(
     device = torch.device(device)
     if tile is None:
         tile = default_tile(device, x.shape[-2], x.shape[-1], radius, channels=x.shape[1])
+    batch = max(1, batch)
     while True:
         try:
+            if batch > 1:
+                return _run_batched(model, x, tile, radius, device, progress, batch)
             return _run(model, x, tile, radius, device, progress)
         except torch.OutOfMemoryError:
             if device.type != "cuda":
                 raise
             torch.cuda.empty_cache()
+            if batch > 1:  # fewer tiles at once first: the tile size stays as chosen
+                batch //= 2
+                continue
             current = tile if tile > 0 else max(x.shape[-2], x.shape[-1])
             tile = current // 2
             if tile < MIN_TILE:
@@ -130,7 +183,7 @@ def run_tiled(
 
 
 def _run(
-    model: nn.Module,
+    model: TileModel,
     x: torch.Tensor,
     tile: int,
     radius: int,
@@ -147,6 +200,43 @@ def _run(
     return out
 
 
+def _run_batched(
+    model: TileModel,
+    x: torch.Tensor,
+    tile: int,
+    radius: int,
+    device: torch.device,
+    progress: ProgressFn | None,
+    batch: int,
+) -> torch.Tensor:
+    n, _, h, w = x.shape
+    tiles = plan_tiles(h, w, tile, radius, uniform=True)
+    out = torch.empty_like(x)
+    done = 0
+    for start in range(0, len(tiles), batch):
+        group = tiles[start : start + batch]
+        # Equal windows: the tiles stack along the batch axis, ``n`` rows each.
+        inp = torch.cat([x[:, :, t.in_y0 : t.in_y1, t.in_x0 : t.in_x1] for t in group])
+        y = model(inp.to(device, non_blocking=True)).to(x.device)
+        for k, t in enumerate(group):
+            out[:, :, t.y0 : t.y1, t.x0 : t.x1] = y[
+                k * n : (k + 1) * n,
+                :,
+                t.y0 - t.in_y0 : t.y1 - t.in_y0,
+                t.x0 - t.in_x0 : t.x1 - t.in_x0,
+            ]
+            done += 1
+            if progress is not None:
+                progress(done, len(tiles))
+    return out
+
+
+def _activation_bytes_per_px(width_ch: int, channels: int, bytes_per_value: int) -> int:
+    # Peak live activations of a conv stack in inference mode: about three
+    # feature maps of ``width_ch`` channels per pixel, plus the fp32 image.
+    return 3 * width_ch * bytes_per_value + 4 * channels
+
+
 def default_tile(
     device: torch.device,
     height: int,
@@ -154,18 +244,41 @@ def default_tile(
     radius: int,
     channels: int = 1,
     width_ch: int = 64,
+    bytes_per_value: int = 4,
 ) -> int:
     """A tile edge for ``device``: free-memory based on CUDA, measured on CPU.
+
+    Args:
+        bytes_per_value: size of one activation (4 for fp32, 2 for bf16/fp16).
 
     Returns 0 (no tiling) when the image fits in one tile.
     """
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        # Peak live activations of a 64-wide conv stack in inference mode:
-        # about three float32 feature maps of ``width_ch`` channels per pixel.
-        bytes_per_px = 3 * width_ch * 4 + 4 * channels
-        side = int(math.sqrt(free * GPU_MEMORY_SHARE / bytes_per_px)) - 2 * radius
+        per_px = _activation_bytes_per_px(width_ch, channels, bytes_per_value)
+        side = int(math.sqrt(free * GPU_MEMORY_SHARE / per_px)) - 2 * radius
         tile = max(MIN_TILE * 4, min(MAX_GPU_TILE, side // 64 * 64))
     else:
         tile = CPU_TILE
     return 0 if tile >= height and tile >= width else tile
+
+
+def default_batch(
+    device: torch.device,
+    tile: int,
+    radius: int,
+    channels: int = 1,
+    width_ch: int = 64,
+    bytes_per_value: int = 4,
+) -> int:
+    """Tiles per forward pass: as many as fit in the GPU memory share, 1 elsewhere.
+
+    A CPU gains nothing from a batch (its cores are busy with one tile; a
+    bigger working set only falls out of cache), so batching is GPU-only.
+    """
+    if device.type != "cuda" or tile <= 0:
+        return 1
+    free, _ = torch.cuda.mem_get_info(device)
+    per_px = _activation_bytes_per_px(width_ch, channels, bytes_per_value)
+    fits = int(free * GPU_MEMORY_SHARE // (per_px * (tile + 2 * radius) ** 2))
+    return max(1, min(MAX_GPU_BATCH, fits))

@@ -1,0 +1,263 @@
+"""``sruc batch``: a thin click layer over :func:`sruc.batch.run_batch`.
+
+People get stderr: one ``error:`` line per file that failed, as it fails, a
+progress bar (only on a terminal), a summary at the end, and a last
+``error:`` line if anything failed. Programs get the ``--json`` report on
+stdout and the exit code: 0 all good, 1 some file failed or the batch stopped
+early, 2 a usage error, 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sruc.errors import SrucError
+
+# Same as sruc.cli's; not imported from there because sruc.cli imports this
+# module while it is being initialised.
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+# Literal copies of sruc.pipeline.PRECISIONS and sruc.batch.OUTPUT_FORMATS, so
+# that `sruc --help` does not import torch (a test checks they agree).
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+FORMAT_CHOICES = ("same", "png", "jpg", "webp", "tif")
+
+
+class BatchFailed(SrucError):
+    """Some files failed or the batch stopped early (exit 1) or was interrupted (130).
+
+    (Raised rather than returned: ``sruc.cli.main`` turns a SrucError into its
+    exit code, while a command's own exit code would be lost on the way.)
+    """
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _rank_prefix() -> str:
+    """``[rank N] `` under a multi-process torchrun, so interleaved lines can be told apart."""
+    world, rank = os.environ.get("WORLD_SIZE", "1"), os.environ.get("RANK", "0")
+    return f"[rank {rank}] " if world.isdigit() and int(world) > 1 else ""
+
+
+@contextmanager
+def _bar(enabled: bool) -> Iterator[tuple[Callable[[Any], None] | None, Callable[[str], None]]]:
+    """A rich progress bar over the whole batch on a terminal.
+
+    Yields (progress callback or None, say): ``say`` prints a line on stderr
+    above the bar, or plainly when there is no bar.
+    """
+
+    def plain(line: str) -> None:
+        click.echo(line, err=True)
+
+    if not enabled or not sys.stderr.isatty():
+        yield None, plain
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[images]}"),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("batch", total=None, images="", rate="")
+
+        def update(p: Any) -> None:  # p: sruc.batch.BatchProgress
+            rate = p.megapixels / p.elapsed if p.elapsed > 0 else 0.0
+            bar.update(
+                task,
+                completed=p.position,
+                total=max(p.total, 1),
+                images=f"{p.finished}/{p.total} images",
+                rate=f"{rate:.2f} MP/s",
+            )
+
+        yield update, lambda line: console.print(line, markup=False, highlight=False)
+
+
+def _summary(report: Any, scale: float) -> str:
+    """``done 18, skipped 2, failed 1 - 12.4 MP in 51.2 s (0.24 MP/s), vdsr x3 on cpu (bf16)``."""
+    s = report.summary()
+    parts = [f"done {s['done']}", f"skipped {s['skipped']}", f"failed {s['failed']}"]
+    if s["ignored"]:
+        parts.append(f"not images {s['ignored']}")
+    if s["pending"]:
+        parts.append(f"not processed {s['pending']}")
+    rate = s["megapixels"] / s["seconds"] if s["seconds"] > 0 else 0.0
+    return (
+        f"{', '.join(parts)} - {s['megapixels']:.2f} MP in {s['seconds']:.1f} s "
+        f"({rate:.2f} MP/s), {report.model} x{scale:g} on {report.device} ({report.precision})"
+    )
+
+
+@click.command(context_settings=_CONTEXT)
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
+    help="Output folder (created if missing).",
+)  # fmt: skip
+@click.option(
+    "-s", "--scale", type=float, default=2.0, show_default=True, help="Upscaling factor, in (1, 8]."
+)
+@click.option(
+    "-m", "--model", default="bicubic", show_default=True,
+    help="Registry name or checkpoint file (see README: models).",
+)  # fmt: skip
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option(
+    "--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
+    help="auto: bf16/fp16 where the device runs it natively and the weights keep their "
+    "accuracy (checked at start), else fp32.",
+)  # fmt: skip
+@click.option(
+    "-r", "--recursive", is_flag=True, help="Walk sub-folders; outputs mirror the tree under -o."
+)
+@click.option("--overwrite", is_flag=True, help="Redo files whose output exists (default: skip).")
+@click.option(
+    "--suffix", default=None, help="Added to each output name's stem. [default: _x{scale}]"
+)
+@click.option(
+    "--format", "output_format", type=click.Choice(FORMAT_CHOICES), default="same",
+    show_default=True, help="Output format; same: the input's where sruc writes it, else png.",
+)  # fmt: skip
+@click.option(
+    "--quality", type=click.IntRange(1, 100), default=None, help="JPEG/WebP quality. [default: 95]"
+)
+@click.option(
+    "--tile", type=click.IntRange(min=0), default=None,
+    help="Tile edge in pixels; 0 disables tiling. [default: chosen per device]",
+)  # fmt: skip
+@click.option(
+    "--max-pixels", type=click.IntRange(min=1), default=None,
+    help="Largest input accepted, in pixels. [default: 89478485, Pillow's limit]",
+)  # fmt: skip
+@click.option(
+    "--shard", metavar="K/N", default=None,
+    help="Process share K of N (1-based) of the files, e.g. one per machine. Under torchrun "
+    "each process also takes its RANK's share.",
+)  # fmt: skip
+@click.option(
+    "--sha256", metavar="HEX", default=None,
+    help="Expected SHA-256 of the --model file; required for a --model URL.",
+)  # fmt: skip
+@click.option(
+    "--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Weights cache folder. [default: SRUC_CACHE_DIR, else the user cache folder]",
+)  # fmt: skip
+@click.option("--offline", is_flag=True, help="Never use the network (also SRUC_OFFLINE=1).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the report (every file) as JSON on stdout."
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+def batch(
+    inputs: tuple[str, ...],
+    out_dir: Path,
+    scale: float,
+    model: str,
+    device: str,
+    precision: str,
+    recursive: bool,
+    overwrite: bool,
+    suffix: str | None,
+    output_format: str,
+    quality: int | None,
+    tile: int | None,
+    max_pixels: int | None,
+    shard: str | None,
+    sha256: str | None,
+    cache_dir: Path | None,
+    offline: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Upscale every image in files, folders and glob patterns into one folder.
+
+    Outputs are named {stem}{suffix}.{ext}. Existing outputs are skipped, so
+    running the same command again resumes an interrupted batch. Files that
+    are not images (.DS_Store, videos, text) are passed over; a broken image
+    is reported and the rest go on. Exit code 1 if any file failed.
+
+    \b
+    Examples:
+      sruc batch photos/ -o upscaled/ -s 3 --model runs/vdsr/best.pt
+      sruc batch photos/ "more/*.jpg" -o up/ -s 2 --recursive --format png --json > report.json
+      sruc batch photos/ -o up/ --shard 2/4        # the second of four machines
+      torchrun --nproc_per_node=4 -m sruc batch photos/ -o up/ --device cuda
+    """
+    from sruc.batch import BatchInterrupted, parse_shard, run_batch
+    from sruc.cli_models import download_bars
+    from sruc.images import DEFAULT_MAX_PIXELS
+    from sruc.registry import check_scale, load_model
+
+    check_scale(scale)
+    share = parse_shard(shard) if shard is not None else None
+    prefix = _rank_prefix()
+    with download_bars(not quiet) as bars:
+        loaded = load_model(
+            model,
+            scale=scale,
+            cache_dir=cache_dir,
+            offline=True if offline else None,
+            sha256=sha256,
+            progress=bars(model),
+        )
+    with _bar(not quiet) as (bar, say):
+
+        def progress(p: Any) -> None:
+            if p.item is not None and p.item.status == "failed":
+                say(f"{prefix}error: {p.item.error}")
+            if bar is not None:
+                bar(p)
+
+        interrupted = False
+        try:
+            report = run_batch(
+                inputs,
+                out_dir,
+                scale,
+                model=loaded,
+                device=device,
+                precision=precision,
+                tile=tile,
+                recursive=recursive,
+                overwrite=overwrite,
+                suffix=suffix,
+                output_format=output_format,
+                quality=quality,
+                max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+                shard=share,
+                progress=progress,
+            )
+        except BatchInterrupted as e:
+            report, interrupted = e.report, True
+    if not quiet:
+        click.echo(prefix + _summary(report, scale), err=True)
+    if as_json:
+        click.echo(json.dumps(report.to_json()))
+    if interrupted:
+        left = report.count("pending")
+        raise BatchFailed(
+            f"{prefix}interrupted, {left} file(s) not processed; run the same command "
+            "again to resume",
+            exit_code=130,
+        )
+    if report.stopped:
+        raise BatchFailed(f"{prefix}stopped early, {report.stopped}")
+    if report.exit_code:
+        n = len(report.failed)
+        raise BatchFailed(f"{prefix}{n} of {len(report.items)} file(s) failed (see above)")
