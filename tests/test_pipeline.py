@@ -42,8 +42,8 @@ def test_model_changes_only_luma(rgb_png: Path, tmp_path: Path, tiny_vdsr_ckpt: 
     bic, sr = tmp_path / "bic.png", tmp_path / "sr.png"
     _up(rgb_png, bic, "-s", "2")
     _up(rgb_png, sr, "-s", "2", "--model", str(tiny_vdsr_ckpt))
-    a = torch.from_numpy(np.asarray(Image.open(bic))).permute(2, 0, 1).double() / 255
-    b = torch.from_numpy(np.asarray(Image.open(sr))).permute(2, 0, 1).double() / 255
+    a = torch.from_numpy(np.array(Image.open(bic))).permute(2, 0, 1).double() / 255
+    b = torch.from_numpy(np.array(Image.open(sr))).permute(2, 0, 1).double() / 255
     from sruc.color import rgb_to_ycbcr
 
     ya, yb = rgb_to_ycbcr(a), rgb_to_ycbcr(b)

@@ -31,6 +31,7 @@ import requests
 import torch
 from PIL import Image
 
+import sruc
 from helpers import smooth_rgb
 from http_server import FileServer, Reply
 from sruc import checkpoint, hub, registry
@@ -301,6 +302,9 @@ def test_srcnn_group_picks_the_file_for_the_scale(
         registry.load_model("srcnn")
     assert registry.load_model("srcnn-x2").scales == [2.0]  # a file's own name works too
     assert len(server.hits()) == 2  # the refusals asked nothing
+    # The library entry points pass the scale on, so a group name works there too.
+    im = sruc.upscale(Image.new("RGB", (6, 5)), 3, model="srcnn", device="cpu")
+    assert im.size == (18, 15)
 
 
 # --------------------------------------------------------------------------- resolution

@@ -767,7 +767,7 @@ def run_batch(
         output_format=output_format,
         shard=share,
     )
-    pm = prepare_model(model, device=batch_device(device, env), precision=precision)
+    pm = prepare_model(model, device=batch_device(device, env), precision=precision, scale=scale)
     pm.loaded.check_scale(scale)
     report = BatchReport(
         items,

@@ -325,8 +325,11 @@ def prepare_model(
     *,
     device: str | torch.device = "auto",
     precision: str = "auto",
+    scale: float | None = None,
 ) -> PreparedModel:
     """Load ``model`` and make it ready to run on ``device`` at ``precision``.
+
+    ``scale`` picks the file of a per-scale registry group (``srcnn``).
 
     Args:
         model: registry name, checkpoint path, nn.Module, loaded or prepared model.
@@ -344,7 +347,7 @@ def prepare_model(
         return model
     dev = resolve_device(device)
     candidate = resolve_precision(precision, dev)
-    lm = model if isinstance(model, LoadedModel) else load_model(model)
+    lm = model if isinstance(model, LoadedModel) else load_model(model, scale=scale)
     if lm.arch == "bicubic":
         identity: TileModel = lambda x: x  # noqa: E731
         return PreparedModel(lm, dev, "fp32", precision, identity, identity)
@@ -439,7 +442,7 @@ def upscale_picture(
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see :func:`prepare_model`).
     """
     check_scale(scale)
-    pm = prepare_model(model, device=device, precision=precision)
+    pm = prepare_model(model, device=device, precision=precision, scale=scale)
     pm.loaded.check_scale(scale)
     out_h, out_w = output_size(pic.height, scale), output_size(pic.width, scale)
     with torch.inference_mode():
@@ -515,7 +518,7 @@ def upscale_file(
     started = time.perf_counter()
     check_scale(scale)
     dst = images.check_output(dst, overwrite=overwrite, inputs=(src,))
-    pm = prepare_model(model, device=device, precision=precision)
+    pm = prepare_model(model, device=device, precision=precision, scale=scale)
     pm.loaded.check_scale(scale)
     pic = images.read_image(src, max_pixels)
     if on_start is not None:
