@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 EVAL = SHARED / "datasets" / "eval"
@@ -24,3 +27,22 @@ def smooth_rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
     )
     base += rng.normal(0, 12, size=base.shape)
     return np.clip(np.round(base), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class Run:
+    """What one ``sruc`` command did: exit code, stdout and stderr."""
+
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str | os.PathLike[str]) -> Run:
+    """Run ``sruc ARGS`` in-process, through the console entry point."""
+    from sruc.cli import main
+
+    capsys.readouterr()  # drop anything printed before
+    code = main([os.fspath(a) for a in args])
+    captured = capsys.readouterr()
+    return Run(code, captured.out, captured.err)

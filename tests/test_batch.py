@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import torch
 from PIL import Image
 
 import sruc
-from helpers import smooth_rgb
+from helpers import Run, run_cli, smooth_rgb
 from sruc import batch as batch_mod
 from sruc import images, pipeline
 from sruc.batch import (
@@ -37,18 +36,9 @@ from sruc.errors import UsageError
 # --------------------------------------------------------------------------- helpers
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str | os.PathLike[str]) -> Run:
-    capsys.readouterr()
-    code = main(["batch", *(os.fspath(a) for a in args)])
-    captured = capsys.readouterr()
-    return Run(code, captured.out, captured.err)
+def run_batch_cli(capsys: pytest.CaptureFixture[str], *args: str | os.PathLike[str]) -> Run:
+    """``sruc batch ARGS`` in-process."""
+    return run_cli(capsys, "batch", *args)
 
 
 def png(path: Path, h: int = 12, w: int = 16, seed: int = 0) -> Path:
@@ -84,7 +74,7 @@ def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_folder_outputs_and_json_report(capsys: pytest.CaptureFixture[str], work: Path) -> None:
-    run = run_cli(capsys, "in", "-o", "out", "-s", "2", "--json")
+    run = run_batch_cli(capsys, "in", "-o", "out", "-s", "2", "--json")
     assert run.code == 0, run
     assert files(work / "out") == {"p0_x2.png", "p1_x2.png", "p2_x2.png"}
     assert Image.open(work / "out" / "p0_x2.png").size == (32, 24)
@@ -105,7 +95,7 @@ def test_folder_outputs_and_json_report(capsys: pytest.CaptureFixture[str], work
 
 
 def test_recursive_mirrors_the_tree(capsys: pytest.CaptureFixture[str], work: Path) -> None:
-    assert run_cli(capsys, "in", "-o", "out", "--recursive", "-q").code == 0
+    assert run_batch_cli(capsys, "in", "-o", "out", "--recursive", "-q").code == 0
     assert files(work / "out") == {"p0_x2.png", "p1_x2.png", "p2_x2.png", "sub/deep_x2.png"}
 
 
@@ -115,10 +105,10 @@ def test_globs_are_expanded_even_when_quoted(
     png(work / "more" / "a.png")
     png(work / "more" / "b.png")
     Image.fromarray(smooth_rgb(8, 8)).save(work / "more" / "c.jpg")
-    run = run_cli(capsys, "more/*.png", "in/p0.png", "-o", "out", "-q")
+    run = run_batch_cli(capsys, "more/*.png", "in/p0.png", "-o", "out", "-q")
     assert run.code == 0, run
     assert files(work / "out") == {"a_x2.png", "b_x2.png", "p0_x2.png"}
-    run = run_cli(capsys, "nothing/*.png", "-o", "out", "-q")
+    run = run_batch_cli(capsys, "nothing/*.png", "-o", "out", "-q")
     assert run.code == 1 and "no file matches" in run.err
 
 
@@ -128,7 +118,7 @@ def test_broken_and_empty_images_are_reported_and_the_rest_go_on(
     (work / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     (work / "in" / "empty.jpg").touch()
     (work / "in" / "text.jpg").write_text("a text file named like a photo\n")
-    run = run_cli(capsys, "in", "-o", "out", "--json", "-q")
+    run = run_batch_cli(capsys, "in", "-o", "out", "--json", "-q")
     assert run.code == 1
     errors = [line for line in run.err.splitlines() if line.startswith("error: ")]
     # One line per bad file, naming it, then the closing line.
@@ -145,27 +135,27 @@ def test_broken_and_empty_images_are_reported_and_the_rest_go_on(
 
 def test_unreadable_files_and_folders(capsys: pytest.CaptureFixture[str], work: Path) -> None:
     (work / "in" / "gone.png").symlink_to(work / "nowhere.png")  # a dangling link
-    run = run_cli(capsys, "in", "-o", "out", "-q")
+    run = run_batch_cli(capsys, "in", "-o", "out", "-q")
     assert run.code == 1
     assert "gone.png" in run.err and "no such file" in run.err
     assert len(files(work / "out")) == 3
     if os.name == "posix" and os.geteuid() != 0:  # root reads anything
         locked = png(work / "in" / "locked.png")
         locked.chmod(0)
-        run = run_cli(capsys, "in", "-o", "out2", "-q")
+        run = run_batch_cli(capsys, "in", "-o", "out2", "-q")
         assert run.code == 1 and "locked.png" in run.err
 
 
 def test_non_ascii_names(capsys: pytest.CaptureFixture[str], work: Path) -> None:
     png(work / "été" / "façade ü 写真.png")
-    run = run_cli(capsys, "été", "-o", "sortie", "--json")
+    run = run_batch_cli(capsys, "été", "-o", "sortie", "--json")
     assert run.code == 0, run
     assert files(work / "sortie") == {"façade ü 写真_x2.png"}
     assert json.loads(run.out)["files"][0]["input"].endswith("façade ü 写真.png")
 
 
 def test_same_file_twice_is_done_once(capsys: pytest.CaptureFixture[str], work: Path) -> None:
-    run = run_cli(capsys, "in", "in/p0.png", "./in/p0.png", "-o", "out", "--json")
+    run = run_batch_cli(capsys, "in", "in/p0.png", "./in/p0.png", "-o", "out", "--json")
     assert run.code == 0
     inputs = [Path(f["input"]).name for f in json.loads(run.out)["files"]]
     assert inputs.count("p0.png") == 1
@@ -176,7 +166,7 @@ def test_two_inputs_for_one_output_are_reported(
 ) -> None:
     png(work / "more" / "p0.png", seed=9)  # same name as in/p0.png, different picture
     before = (work / "in" / "p0.png").read_bytes()
-    run = run_cli(capsys, "in", "more", "-o", "out", "--json", "-q")
+    run = run_batch_cli(capsys, "in", "more", "-o", "out", "--json", "-q")
     assert run.code == 1
     line = next(x for x in run.err.splitlines() if "more/p0.png" in x)
     assert "also the output of" in line and "in/p0.png" in line
@@ -193,7 +183,7 @@ def test_own_outputs_are_never_inputs(
     capsys: pytest.CaptureFixture[str], work: Path, out: str
 ) -> None:
     for _ in range(2):  # the second run sees the first run's outputs in the input folder
-        run = run_cli(capsys, "in", "-o", out, "-r", "--json", "-q")
+        run = run_batch_cli(capsys, "in", "-o", out, "-r", "--json", "-q")
         assert run.code == 0, run
     names = files(work / "in")
     assert not any("_x2_x2" in n for n in names), names
@@ -205,10 +195,12 @@ def test_own_outputs_are_never_inputs(
 
 def test_suffix_and_format(capsys: pytest.CaptureFixture[str], work: Path) -> None:
     Image.fromarray(smooth_rgb(8, 8)).save(work / "in" / "anim.gif")
-    assert run_cli(capsys, "in", "-o", "a", "-s", "2.5", "-q").code == 0
+    assert run_batch_cli(capsys, "in", "-o", "a", "-s", "2.5", "-q").code == 0
     # same: the input's format when sruc writes it, else png (gif)
     assert files(work / "a") == {"p0_x2.5.png", "p1_x2.5.png", "p2_x2.5.png", "anim_x2.5.png"}
-    run = run_cli(capsys, "in", "-o", "b", "--format", "jpg", "--suffix", "", "--quality", "80")
+    run = run_batch_cli(
+        capsys, "in", "-o", "b", "--format", "jpg", "--suffix", "", "--quality", "80"
+    )
     assert run.code == 0, run
     assert files(work / "b") == {"p0.jpg", "p1.jpg", "p2.jpg", "anim.jpg"}
     assert Image.open(work / "b" / "p0.jpg").format == "JPEG"
@@ -219,12 +211,12 @@ def test_existing_outputs_are_skipped_and_overwrite_redoes_them(
 ) -> None:
     (work / "out").mkdir()
     (work / "out" / "p1_x2.png").write_bytes(b"from an earlier, interrupted run")
-    run = run_cli(capsys, "in", "-o", "out", "--json", "-q")
+    run = run_batch_cli(capsys, "in", "-o", "out", "--json", "-q")
     assert run.code == 0
     status = {Path(f["input"]).name: f["status"] for f in json.loads(run.out)["files"]}
     assert status["p1.png"] == "skipped" and status["p0.png"] == "done"
     assert (work / "out" / "p1_x2.png").read_bytes() == b"from an earlier, interrupted run"
-    run = run_cli(capsys, "in", "-o", "out", "--overwrite", "--json", "-q")
+    run = run_batch_cli(capsys, "in", "-o", "out", "--overwrite", "--json", "-q")
     assert json.loads(run.out)["summary"]["done"] == 3
     assert Image.open(work / "out" / "p1_x2.png").size == (32, 24)
 
@@ -238,7 +230,7 @@ def test_usage_errors(capsys: pytest.CaptureFixture[str], work: Path) -> None:
         (["in", "-o", "out", "--precision", "fp16", "--device", "cpu"], "fp16"),
         (["in"], "--output"),
     ]:
-        run = run_cli(capsys, *args)
+        run = run_batch_cli(capsys, *args)
         assert run.code == 2, (args, run)
         assert run.err.startswith("error: ") and needle in run.err.lower(), (args, run.err)
         assert not (work / "out").exists()
@@ -258,7 +250,7 @@ def test_full_disk_stops_the_batch_cleanly(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", save)
-    run = run_cli(capsys, "in", "-o", "out", "--json")
+    run = run_batch_cli(capsys, "in", "-o", "out", "--json")
     assert run.code == 1
     assert not (work / "out").exists() or files(work / "out") == set()
     assert no_partials(work)
@@ -285,7 +277,7 @@ def test_ctrl_c_in_the_model_stops_after_the_current_image(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(batch_mod, "upscale_picture", upscale)
-    run = run_cli(capsys, "in", "-o", "out", "--json")
+    run = run_batch_cli(capsys, "in", "-o", "out", "--json")
     assert run.code == 130
     assert files(work / "out") == {"p0_x2.png"}  # the image before was written
     assert no_partials(work)
@@ -386,16 +378,16 @@ def test_model_is_loaded_once(
     prepared: list[object] = []
     real_chain = pipeline._ConvChain.of
     monkeypatch.setattr(pipeline._ConvChain, "of", lambda *a: prepared.append(a) or real_chain(*a))
-    run = run_cli(capsys, "in", "-o", "out", "--model", tiny_vdsr_ckpt, "-q", "-r")
+    run = run_batch_cli(capsys, "in", "-o", "out", "--model", tiny_vdsr_ckpt, "-q", "-r")
     assert run.code == 0, run
     assert len(loads) == 1
     assert len(prepared) <= 2  # fp32 and, at most, the reduced-precision copy
 
 
 def test_quiet_and_not_a_terminal(capsys: pytest.CaptureFixture[str], work: Path) -> None:
-    run = run_cli(capsys, "in", "-o", "out", "-q")
+    run = run_batch_cli(capsys, "in", "-o", "out", "-q")
     assert (run.code, run.out, run.err) == (0, "", "")
-    run = run_cli(capsys, "in", "-o", "out2")
+    run = run_batch_cli(capsys, "in", "-o", "out2")
     assert run.out == "" and len(run.err.splitlines()) == 1  # the summary; no bar in a pipe
     assert "\r" not in run.err and "\x1b" not in run.err
 
@@ -424,7 +416,7 @@ def test_shard_is_stable_and_cli_shards_match(
     assert [in_shard(k, (1, 3)) for k in keys] == [in_shard(k, (1, 3)) for k in keys]
     out = set()
     for k in (1, 2):
-        run = run_cli(capsys, "in", "-o", "out", "--shard", f"{k}/2", "--json", "-q")
+        run = run_batch_cli(capsys, "in", "-o", "out", "--shard", f"{k}/2", "--json", "-q")
         got = {f["input"] for f in json.loads(run.out)["files"]}
         assert not got & out
         out |= got

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,9 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import EVAL, smooth_rgb
+from helpers import EVAL, Run, run_cli, smooth_rgb
 from sruc import bench as bench_mod
-from sruc.cli import main
 from sruc.errors import InputError, UsageError
 from sruc.protocol import evaluate_image
 
@@ -29,21 +27,6 @@ PUBLISHED = {"Set5": (33.66, 30.39, 28.42), "Set14": (30.24, 27.55, 26.00)}
 TOLERANCE_DB = 0.01
 #: What sruc measured, x2 / x3 / x4 (sruc.protocol's docstring; Set14 x3 is 27.53999).
 MEASURED = {"Set5": (33.6649, 30.3961, 28.4243), "Set14": (30.2301, 27.5400, 25.9997)}
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str | os.PathLike[str]) -> Run:
-    """``sruc ARGS`` in-process through the console entry point."""
-    capsys.readouterr()
-    code = main([os.fspath(a) for a in args])
-    captured = capsys.readouterr()
-    return Run(code, captured.out, captured.err)
 
 
 def bench_json(capsys: pytest.CaptureFixture[str], *args: str | os.PathLike[str]) -> Any:

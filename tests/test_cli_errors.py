@@ -19,7 +19,6 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,26 +27,10 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
-from helpers import smooth_rgb
+from helpers import Run, run_cli, smooth_rgb
 from sruc import fsutil
-from sruc.cli import main
 
 # --------------------------------------------------------------------------- helpers
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str | os.PathLike[str]) -> Run:
-    """Run ``sruc ARGS`` in-process, through the console entry point."""
-    capsys.readouterr()  # drop anything printed before
-    code = main([os.fspath(a) for a in args])
-    captured = capsys.readouterr()
-    return Run(code, captured.out, captured.err)
 
 
 def snapshot(root: Path) -> dict[str, bytes | None]:

@@ -32,10 +32,9 @@ import torch
 from PIL import Image
 
 import sruc
-from helpers import smooth_rgb
+from helpers import Run, run_cli, smooth_rgb
 from http_server import FileServer, Reply
 from sruc import checkpoint, hub, registry
-from sruc.cli import main
 from sruc.errors import ModelError, SrucWarning, UsageError
 from sruc.models import SRCNN, VDSR
 
@@ -78,20 +77,6 @@ def make_ckpt(folder: Path, model: torch.nn.Module, scales: list[float]) -> Ckpt
     checkpoint.save(checkpoint.from_model(model, scales), path)
     arch = type(model).__name__.lower()
     return Ckpt(path.read_bytes(), arch, dict(model.config), tuple(float(s) for s in scales))
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str | os.PathLike[str]) -> Run:
-    capsys.readouterr()
-    code = main([os.fspath(a) for a in args])
-    captured = capsys.readouterr()
-    return Run(code, captured.out, captured.err)
 
 
 def one_error_line(run: Run, code: int, *needles: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 import click
 
 from sruc import __version__
+from sruc.cli_options import weights_options
 from sruc.errors import SrucError
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -123,15 +124,7 @@ def _default_output(src: Path, scale: float) -> Path:
     "--max-pixels", type=click.IntRange(min=1), default=None,
     help="Largest input accepted, in pixels. [default: 89478485, Pillow's limit]",
 )  # fmt: skip
-@click.option(
-    "--sha256", metavar="HEX", default=None,
-    help="Expected SHA-256 of the --model file; required for a --model URL.",
-)  # fmt: skip
-@click.option(
-    "--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="Weights cache folder. [default: SRUC_CACHE_DIR, else the user cache folder]",
-)  # fmt: skip
-@click.option("--offline", is_flag=True, help="Never use the network (also SRUC_OFFLINE=1).")
+@weights_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def up(
     input: Path,

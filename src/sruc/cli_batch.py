@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from sruc.cli_options import weights_options
 from sruc.errors import SrucError
 
 # Same as sruc.cli's; not imported from there because sruc.cli imports this
@@ -151,15 +152,7 @@ def _summary(report: Any, scale: float) -> str:
     help="Process share K of N (1-based) of the files, e.g. one per machine. Under torchrun "
     "each process also takes its RANK's share.",
 )  # fmt: skip
-@click.option(
-    "--sha256", metavar="HEX", default=None,
-    help="Expected SHA-256 of the --model file; required for a --model URL.",
-)  # fmt: skip
-@click.option(
-    "--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="Weights cache folder. [default: SRUC_CACHE_DIR, else the user cache folder]",
-)  # fmt: skip
-@click.option("--offline", is_flag=True, help="Never use the network (also SRUC_OFFLINE=1).")
+@weights_options
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the report (every file) as JSON on stdout."
 )

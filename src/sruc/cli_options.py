@@ -1,0 +1,24 @@
+"""Click options shared by several commands, defined once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def weights_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that say where model weights may come from (sha256, cache_dir, offline)."""
+    f = click.option(
+        "--offline", is_flag=True, help="Never use the network (also SRUC_OFFLINE=1)."
+    )(f)
+    f = click.option(
+        "--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+        help="Weights cache folder. [default: SRUC_CACHE_DIR, else the user cache folder]",
+    )(f)  # fmt: skip
+    return click.option(
+        "--sha256", metavar="HEX", default=None,
+        help="Expected SHA-256 of the --model file; required for a --model URL.",
+    )(f)  # fmt: skip
