@@ -130,7 +130,7 @@ def test_orientation_matches_pillow(orientation: int) -> None:
     im.save(buf, format="PNG", exif=exif.tobytes())
     buf.seek(0)
     want = np.asarray(ImageOps.exif_transpose(Image.open(buf)))
-    t = torch.from_numpy(np.asarray(im)).permute(2, 0, 1)
+    t = torch.from_numpy(np.array(im)).permute(2, 0, 1)
     got = images.apply_orientation(t, orientation).permute(1, 2, 0).numpy()
     assert np.array_equal(got, want)
 
@@ -225,7 +225,7 @@ def test_psnr_reproduces_bicubic_baseline_through_8bit_files(
     for s, want in expected.items():
         values = []
         for hr_path in sorted((EVAL / "Set5").glob("*.png")):
-            hr = np.asarray(Image.open(hr_path).convert("RGB"))
+            hr = np.array(Image.open(hr_path).convert("RGB"))
             hr = hr[: hr.shape[0] // s * s, : hr.shape[1] // s * s]
             hr_file, lr_file, up_file = (tmp_path / f"{hr_path.stem}_{k}{s}.png" for k in "hlu")
             Image.fromarray(hr).save(hr_file)
