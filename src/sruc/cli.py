@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from sruc import __version__
-from sruc.cli_options import weights_options
+from sruc.cli_options import load_model_for_cli, weights_options
 from sruc.errors import SrucError
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -150,23 +150,14 @@ def up(
       sruc up scan.tif -s 2 --model runs/vdsr/best.pt --device cuda
       sruc up photo.jpg -s 3 --model https://host/best.pt --sha256 HEX
     """
-    from sruc.cli_models import download_bars
     from sruc.images import DEFAULT_MAX_PIXELS, check_output
     from sruc.pipeline import upscale_file
-    from sruc.registry import check_scale, load_model
+    from sruc.registry import check_scale
 
     check_scale(scale)
     dst = output if output is not None else _default_output(input, scale)
     check_output(dst, overwrite=overwrite, inputs=(input,))  # before any download
-    with download_bars(not quiet) as bars:
-        loaded = load_model(
-            model,
-            scale=scale,
-            cache_dir=cache_dir,
-            offline=True if offline else None,
-            sha256=sha256,
-            progress=bars(model),
-        )
+    loaded = load_model_for_cli(model, scale, cache_dir, offline, sha256, quiet)
     with _progress(not quiet, f"{input.name} x{scale:g}") as progress:
         result = upscale_file(
             input,

@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from sruc.cli_options import weights_options
+from sruc.cli_options import load_model_for_cli, weights_options
 from sruc.errors import SrucError
 
 # Same as sruc.cli's; not imported from there because sruc.cli imports this
@@ -193,22 +193,13 @@ def batch(
       torchrun --nproc_per_node=4 -m sruc batch photos/ -o up/ --device cuda
     """
     from sruc.batch import BatchInterrupted, parse_shard, run_batch
-    from sruc.cli_models import download_bars
     from sruc.images import DEFAULT_MAX_PIXELS
-    from sruc.registry import check_scale, load_model
+    from sruc.registry import check_scale
 
     check_scale(scale)
     share = parse_shard(shard) if shard is not None else None
     prefix = _rank_prefix()
-    with download_bars(not quiet) as bars:
-        loaded = load_model(
-            model,
-            scale=scale,
-            cache_dir=cache_dir,
-            offline=True if offline else None,
-            sha256=sha256,
-            progress=bars(model),
-        )
+    loaded = load_model_for_cli(model, scale, cache_dir, offline, sha256, quiet)
     with _bar(not quiet) as (bar, say):
 
         def progress(p: Any) -> None:
