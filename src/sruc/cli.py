@@ -13,15 +13,13 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
 from sruc import __version__
-from sruc.cli_options import load_model_for_cli, weights_options
+from sruc.cli_options import load_model_for_cli, progress_bar, weights_options
 from sruc.errors import SrucError
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -41,37 +39,6 @@ def _show_warning(
     message: Any, category: Any, filename: Any, lineno: Any, file: Any = None, line: Any = None
 ) -> None:
     _say(f"warning: {message}")
-
-
-@contextmanager
-def _progress(enabled: bool, description: str) -> Iterator[Any]:
-    """A rich progress bar on stderr when it is a terminal; yields a (done, total) callback."""
-    if not enabled or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("tiles"),
-        TimeRemainingColumn(),
-        console=_stderr_console(),
-        transient=True,
-    ) as bar:
-        task = bar.add_task(description, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
 
 
 @click.group(context_settings=_CONTEXT)
@@ -158,7 +125,9 @@ def up(
     dst = output if output is not None else _default_output(input, scale)
     check_output(dst, overwrite=overwrite, inputs=(input,))  # before any download
     loaded = load_model_for_cli(model, scale, cache_dir, offline, sha256, quiet)
-    with _progress(not quiet, f"{input.name} x{scale:g}") as progress:
+    with progress_bar(
+        not quiet, f"{input.name} x{scale:g}", _stderr_console(), "tiles"
+    ) as progress:
         result = upscale_file(
             input,
             dst,

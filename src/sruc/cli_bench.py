@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
+
+from sruc.cli_options import progress_bar
 
 # Same as sruc.cli's; not imported from there because sruc.cli imports this
 # module while it is being initialised.
@@ -28,36 +28,6 @@ def _console() -> Any:
 
     tty = sys.stderr.isatty()
     return Console(stderr=True, highlight=False, width=None if tty else _PIPE_WIDTH)
-
-
-@contextmanager
-def _progress(enabled: bool) -> Iterator[Any]:
-    """A progress bar on stderr when it is a terminal; yields bench's progress callback."""
-    if not enabled or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=_console(),
-        transient=True,
-    ) as bar:
-        task = bar.add_task("bench", total=None)
-
-        def update(done: int, total: int, label: str) -> None:
-            bar.update(task, completed=done, total=total, description=label)
-
-        yield update
 
 
 @click.command(context_settings=_CONTEXT)
@@ -111,7 +81,7 @@ def bench(
     from sruc.bench import parse_scales
 
     scale_list = parse_scales(scales)
-    with _progress(not quiet) as progress:
+    with progress_bar(not quiet, "bench", _console()) as progress:
         report = run_bench(
             list(folders),
             list(models),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,3 +50,40 @@ def load_model_for_cli(
             sha256=sha256,
             progress=bars(model),
         )
+
+
+@contextmanager
+def progress_bar(
+    enabled: bool, description: str, console: Any, unit: str | None = None
+) -> Iterator[Callable[..., None] | None]:
+    """A transient rich bar on stderr, only when it is a terminal.
+
+    Yields None when disabled, else ``update(done, total, label=None)``, which
+    fits both the pipeline's (done, total) and bench's (done, total, label)
+    progress callbacks.
+    """
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns: list[Any] = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    if unit:
+        columns.append(TextColumn(unit))
+    columns.append(TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int, label: str | None = None) -> None:
+            if label is None:
+                bar.update(task, completed=done, total=total)
+            else:
+                bar.update(task, completed=done, total=total, description=label)
+
+        yield update
