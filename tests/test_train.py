@@ -121,6 +121,53 @@ def test_srcnn_trains_one_scale(images: Path, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- resume
 
 
+@pytest.mark.parametrize("arch", ["srcnn", "vdsr"])
+def test_adam_recipe_starts_at_bicubic(arch: str) -> None:
+    """Before the first step the network returns its (bicubic) input unchanged."""
+    from sruc import models
+    from sruc.train import _start_at_bicubic
+
+    torch.manual_seed(0)
+    net = models.build(arch, {})
+    _start_at_bicubic(net)
+    x = torch.rand(2, 1, 24, 20)
+    with torch.no_grad():
+        assert torch.equal(net(x), x)
+    if arch == "srcnn":  # the published 9-5-5 shape is kept; the other filters are live
+        assert net.config == {"channels": 1, "n1": 64, "n2": 32, "f1": 9, "f2": 5, "f3": 5}
+        assert net.extract.weight[1:].std() > 0.05 and net.map.weight[1:].std() > 0.02
+
+
+def test_init_starts_from_given_weights(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = train(tiny_config(images, tmp_path / "a", steps=2, val_every=2))
+    start = checkpoint.load(first.last).state_dict
+    # --init takes the architecture from the checkpoint; stop before any step.
+    cfg = tiny_config(images, tmp_path / "b", init=str(first.last), model_config={},
+                      steps=4, stop_after=1, lr=1e-9)  # fmt: skip
+    second = train(cfg)
+    tuned = checkpoint.load(second.last)
+    assert tuned.config["depth"] == 3 and tuned.config["width"] == 8
+    for key, value in start.items():  # one step at lr 1e-9: still the starting weights
+        assert torch.allclose(tuned.state_dict[key], value, atol=1e-6), key
+    # Resuming the same run needs the same starting weights.
+    other = train(tiny_config(images, tmp_path / "c", steps=2, val_every=2, seed=5))
+    code, _, err = run(capsys, "train", images, "--out", tmp_path / "b", "--init", other.last,
+                       "--steps", "4", "--lr", "1e-9", *TINY[2:], *FAST)  # fmt: skip
+    assert code == 1 and "different configuration (init" in err
+    # The wrong architecture is a usage error naming the fix.
+    code, _, err = run(capsys, "train", images, "--out", tmp_path / "d", "--model", "srcnn",
+                       "--scale", "3", "--init", first.last, *FAST)  # fmt: skip
+    assert code == 2 and "holds VDSR weights" in err and "--model vdsr" in err
+    code, _, err = run(capsys, "train", images, "--out", tmp_path / "d", "--init",
+                       first.last, "--model-config", '{"depth": 4, "width": 8}', *FAST)  # fmt: skip
+    assert code == 2 and "leave --model-config out" in err
+    code, _, err = run(capsys, "train", images, "--out", tmp_path / "d", "--init",
+                       tmp_path / "missing.pt", *FAST)  # fmt: skip
+    assert code == 2 and "--init" in err and err.count("\n") == 1
+
+
 def test_resume_follows_the_same_trajectory(images: Path, tmp_path: Path) -> None:
     straight = train(tiny_config(images, tmp_path / "straight"))
     first = train(tiny_config(images, tmp_path / "resumed", stop_after=3))

@@ -193,6 +193,13 @@ def _renderer(quiet: bool) -> Iterator[Any]:
 @click.option("--log-every", type=int, default=50, show_default=True, help="Steps per log line.")
 @click.option("--stop-after", type=int, default=None, help="Stop after this step (resume later).")
 @click.option("--max-minutes", type=float, default=None, help="Stop after this much wall time.")
+@click.option(
+    "--init",
+    default=None,
+    metavar="MODEL",
+    help="Start from these weights (a checkpoint file or a registered name such as vdsr) "
+    "to fine-tune them on IMAGES.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress or summary.")
 def train(
     images: Path,
@@ -218,6 +225,7 @@ def train(
     log_every: int,
     stop_after: int | None,
     max_minutes: float | None,
+    init: str | None,
     quiet: bool,
 ) -> None:
     """Train SRCNN or VDSR on a folder of images (searched recursively).
@@ -232,6 +240,7 @@ def train(
     Examples:
       sruc train ./images --model vdsr --scale 2,3,4 --out runs/my-vdsr
       sruc train ./images --model srcnn --scale 3 --recipe paper --out runs/srcnn-x3
+      sruc train ./images --init vdsr --steps 2000 --lr 1e-4 --out runs/vdsr-tuned
       torchrun --nproc_per_node=4 -m sruc train ./images --out runs/ddp
     """
     from sruc.train import DEFAULT_RECIPE, TrainConfig
@@ -261,6 +270,7 @@ def train(
         resume=resume,
         stop_after=stop_after,
         max_minutes=max_minutes,
+        init=init,
     )
     with _renderer(quiet) as progress:
         result = run_training(config, progress=progress)

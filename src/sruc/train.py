@@ -89,7 +89,7 @@ class Recipe:
     clip: float | None = None  # theta: gradient norm clipped to theta / current lr (VDSR)
     loss: str = "mse"  # "mse": mean per pixel; "euclidean": 1/2 sum over pixels / batch (Caffe)
     last_layer_lr: float = 1.0  # lr multiplier of the last convolution (SRCNN: 0.1)
-    identity_start: bool = False  # VDSR: zero the last convolution, so training starts at bicubic
+    identity_start: bool = False  # start at bicubic (see _start_at_bicubic)
     summary: str = ""
 
     def factor(self, step: int, steps: int) -> float:
@@ -115,7 +115,7 @@ RECIPES: dict[str, Recipe] = {
         lr=1e-3,
         schedule="cosine",
         identity_start=True,
-        summary="Adam, lr 1e-3, cosine decay to 0, per-pixel MSE; VDSR starts at bicubic",
+        summary="Adam, lr 1e-3, cosine decay to 0, per-pixel MSE; the model starts at bicubic",
     ),
     # The paper clips each gradient element to [-theta/lr, theta/lr] without giving
     # theta; this clips the global norm to theta/lr (the reading of the common PyTorch
@@ -187,6 +187,7 @@ class TrainConfig:
     resume: bool = False  # insist on continuing a run (a matching run resumes anyway)
     stop_after: int | None = None  # stop (with a saved state) after this step; resume later
     max_minutes: float | None = None  # stop (with a saved state) after this much wall time
+    init: str | None = None  # start from these weights: a checkpoint file or a registry name
 
     def resolved(self) -> dict[str, Any]:
         """The fields that define the trajectory, defaults filled in (JSON-like)."""
@@ -285,19 +286,28 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
     """
     cfg = dataclasses.replace(config, scales=tuple(sorted({_int_scale(s) for s in config.scales})))
     _check_config(cfg)
+    start_weights = _load_init(cfg) if cfg.init is not None else None
+    if start_weights is not None and not cfg.model_config:
+        cfg = dataclasses.replace(cfg, model_config=dict(start_weights.config))
     ddp, device = _setup_distributed(cfg.device)
     try:
-        return _train(cfg, ddp, device, progress)
+        return _train(cfg, ddp, device, progress, start_weights)
     finally:
         if ddp.owns_group:
             dist.destroy_process_group()
 
 
 def _train(
-    cfg: TrainConfig, ddp: _Dist, device: torch.device, progress: Progress | None
+    cfg: TrainConfig,
+    ddp: _Dist,
+    device: torch.device,
+    progress: Progress | None,
+    start_weights: _InitWeights | None = None,
 ) -> TrainResult:
     t_start = time.monotonic()
     run = cfg.resolved()
+    if start_weights is not None:
+        run["init"] = start_weights.digest
     recipe = resolve_recipe(cfg.recipe, cfg.model)
     scales: list[int] = run["scales"]
     steps, batch, patch = run["steps"], run["batch_size"], run["patch_size"]
@@ -354,10 +364,10 @@ def _train(
     # The model, optimiser and schedule; then the saved state, if any.
     _seed_everything(cfg.seed)
     net = _build(run["model"], run["model_config"])
-    if recipe.identity_start and run["model"] == "vdsr":
-        # The residual starts at zero (the paper's init starts it at about +-0.5).
-        nn.init.zeros_(_last_conv(net).weight)
-        nn.init.zeros_(_last_conv(net).bias)
+    if start_weights is not None:
+        net.load_state_dict(start_weights.state_dict)
+    elif recipe.identity_start:
+        _start_at_bicubic(net)
     amp = _resolve_precision(cfg.precision, device)
     fmt = _memory_format(cfg.channels_last, device)
     net = net.to(device=device, memory_format=fmt)
@@ -659,6 +669,43 @@ def _check_config(cfg: TrainConfig) -> None:
     _build(cfg.model, cfg.model_config)  # a bad --model-config fails here, not later
 
 
+@dataclass(frozen=True)
+class _InitWeights:
+    """Weights a run starts from (``--init``)."""
+
+    config: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    digest: str  # SHA-256 of the tensors, so a resumed run must start from the same ones
+
+
+def _load_init(cfg: TrainConfig) -> _InitWeights:
+    """Load ``--init`` (a checkpoint or a registry name) and check it fits the run."""
+    from sruc import registry  # the registry pulls in the download code; only needed here
+
+    assert cfg.init is not None
+    try:
+        lm = registry.load_model(cfg.init, scale=float(cfg.scales[0]))
+    except ModelError as e:
+        raise UsageError(f"--init: {e}") from None
+    if lm.arch != cfg.model:
+        raise UsageError(
+            f"--init {cfg.init} holds {lm.arch.upper()} weights but the run trains "
+            f"{cfg.model.upper()}; add --model {lm.arch}"
+        )
+    config = dict(getattr(lm.module, "config", {}))
+    if cfg.model_config and getattr(_build(cfg.model, cfg.model_config), "config", {}) != config:
+        raise UsageError(
+            f"--init {cfg.init} has the architecture {json.dumps(config)}, which differs from "
+            f"--model-config {json.dumps(cfg.model_config)}; leave --model-config out"
+        )
+    state = {k: v.detach().to("cpu", torch.float32) for k, v in lm.module.state_dict().items()}
+    h = hashlib.sha256()
+    for key in sorted(state):
+        h.update(key.encode())
+        h.update(state[key].contiguous().numpy().tobytes())
+    return _InitWeights(config, state, h.hexdigest())
+
+
 def _build(arch: str, config: dict[str, Any]) -> nn.Module:
     try:
         return models.build(arch, config)
@@ -815,6 +862,34 @@ def _optimizer(net: nn.Module, recipe: Recipe, lr: float) -> torch.optim.Optimiz
     return torch.optim.SGD(
         params, lr=lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
     )
+
+
+def _start_at_bicubic(net: nn.Module) -> None:
+    """Initialise ``net`` so that it returns its (bicubic) input unchanged.
+
+    VDSR: the last convolution is zeroed, so the residual starts at zero (the paper's
+    init starts it at about +-0.5). SRCNN keeps its published architecture, but one
+    filter of each layer starts as a centred unit impulse reading the previous
+    identity channel (inputs are >= 0, so the ReLUs pass them), the other filters of
+    the first two layers get He init instead of the paper's std 1e-3 (which leaves
+    the three-layer product near a saddle), and the other reconstruction weights
+    start at zero: the output is the input, and training learns the correction
+    instead of first having to rediscover the image from noise.
+    """
+    last = _last_conv(net)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    if not isinstance(net, models.SRCNN):
+        return
+    with torch.no_grad():
+        for conv in (net.extract, net.map):
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+        for conv in (net.extract, net.map, net.reconstruct):
+            k = conv.kernel_size[0] // 2
+            conv.weight[0].zero_()
+            conv.weight[0, 0, k, k] = 1.0
+            assert conv.bias is not None
+            conv.bias[0] = 0.0
 
 
 def _last_conv(net: nn.Module) -> nn.Conv2d:
