@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from sruc import pipeline
+from sruc import images, pipeline
 from sruc.batch import run_batch
 from sruc.images import read_image, write_image
 from sruc.models import VDSR
@@ -182,6 +182,8 @@ def conv_peak(
 
 def rss_worker(args: argparse.Namespace) -> None:
     """One pass of one method in this (fresh) process; prints its peak memory as JSON."""
+    if args.png_level is not None:
+        images.PNG_COMPRESS_LEVEL = args.png_level
     device = torch.device(args.device)
     lm = load(args.model)
     w, h = parse_size(args.size)
@@ -301,6 +303,10 @@ def main() -> None:
     parser.add_argument("--batch-images", type=int, default=20, help="0 skips the batch part")
     parser.add_argument("--batch-size", default="128x128", help="input size of the batch images")
     parser.add_argument("--no-rss", action="store_true", help="skip the subprocess memory runs")
+    parser.add_argument("--batch-only", action="store_true", help="only the batch of small images")
+    parser.add_argument(
+        "--png-level", type=int, default=None, help="PNG zlib level (default: sruc's)"
+    )
     parser.add_argument("--no-set5", action="store_true", help="skip the Set5 PSNR check")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--rss", choices=["naive", "sruc"], help=argparse.SUPPRESS)
@@ -309,6 +315,8 @@ def main() -> None:
         rss_worker(args)
         return
 
+    if args.png_level is not None:
+        images.PNG_COMPRESS_LEVEL = args.png_level
     device = torch.device(args.device)
     lm = load(args.model)
     pm = pipeline.prepare_model(lm, device=device, precision=args.precision)
@@ -325,6 +333,16 @@ def main() -> None:
     )
     results: dict[str, Any] = {"device": str(device), "precision": pm.precision}
     results["model"] = args.model
+
+    if args.batch_only:
+        b = batch_run(args, pm)
+        print(
+            f"  batch of {b['images']} ({b['size']}, PNG level {images.PNG_COMPRESS_LEVEL}): "
+            f"run_batch {b['batch_s']:.2f} s, pure model {b['model_s']:.2f} s: overhead "
+            f"{b['overhead']:+.1%} (target <= {TARGET_BATCH_OVERHEAD:.0%}); sequential "
+            f"{b['sequential_s']:.2f} s"
+        )
+        return
 
     def run_naive() -> torch.Tensor:
         with torch.no_grad():

@@ -29,6 +29,13 @@ from sruc.fsutil import atomic_path
 #: Default limit on input pixels, Pillow's own decompression-bomb threshold
 #: (about 89.5 megapixels, a 128 MB 24-bit image); --max-pixels raises it.
 DEFAULT_MAX_PIXELS = 89_478_485
+#: zlib level of 8-bit PNG outputs (16-bit ones use the same in sruc.highdepth).
+#: Measured on Set5 photos upscaled to 432 and 768 px: level 4 makes files
+#: 0.5-2% larger than Pillow's default 6 in half the time (27 vs 54 ms, 96 vs
+#: 184 ms), which matters in `sruc batch` where encoding shares the CPU with
+#: the model; level 1 would be 4x faster but 16% larger.
+PNG_COMPRESS_LEVEL = 4
+
 #: Default JPEG/WebP quality.
 DEFAULT_QUALITY = 95
 _EXIF_ORIENTATION = 0x0112
@@ -400,7 +407,7 @@ def _encode(pic: Picture, tmp: Path, fmt: str, quality: int | None) -> None:
     elif fmt == "WEBP":
         kwargs.update(quality=quality or DEFAULT_QUALITY, method=4)
     elif fmt == "PNG":
-        kwargs.update(compress_level=6)
+        kwargs.update(compress_level=PNG_COMPRESS_LEVEL)
     elif fmt == "TIFF":
         kwargs.update(compression="tiff_deflate")
     im.save(tmp, format=fmt, **kwargs)
