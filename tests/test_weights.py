@@ -688,7 +688,9 @@ def test_cli_models_list_pull_path_verify(
     run = run_cli(capsys, "models")
     assert run.code == 0
     table = run.out.splitlines()
-    assert table[0].split() == ["NAME", "FILE", "ARCH", "SCALES", "SIZE", "WHERE"]
+    assert table[0].split() == [
+        "NAME", "FILE", "ARCH", "SCALES", "SIZE", "WHERE", "SET5", "Y-PSNR", "(dB)"
+    ]  # fmt: skip
     assert table[-1].split()[:4] == ["vdsr", "vdsr.pt", "VDSR", "x2/3/4"]
     assert table[-1].split()[-1] == "remote"
     assert run_cli(capsys, "models", "--offline").out.splitlines()[-1].endswith("missing")

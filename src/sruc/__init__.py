@@ -3,8 +3,8 @@
 The library API::
 
     import sruc
-    img = sruc.upscale("photo.jpg", 3, model="bicubic")   # -> PIL.Image
-    sruc.upscale_file("photo.jpg", "photo_x3.png", 3)
+    img = sruc.upscale("photo.jpg", 3)                    # VDSR -> PIL.Image
+    sruc.upscale_file("photo.jpg", "photo_x3.png", 3, model="srcnn")
     sruc.psnr("hr.png", "sr.png", shave=3)                # Y-channel PSNR in dB
 
 Heavy modules (torch) are imported on first use, so ``import sruc`` and

@@ -41,7 +41,7 @@ from sruc import images
 from sruc.errors import InputError, OutputError, SrucError, UsageError
 from sruc.images import Picture
 from sruc.pipeline import ModelSpec, PreparedModel, prepare_model, upscale_picture
-from sruc.registry import check_scale
+from sruc.registry import DEFAULT_MODEL, check_scale
 
 #: Extensions that claim an image: a file with one of these that cannot be
 #: decoded is reported as failed.
@@ -701,7 +701,7 @@ def run_batch(
     out_dir: str | os.PathLike[str],
     scale: float,
     *,
-    model: ModelSpec = "bicubic",
+    model: ModelSpec = DEFAULT_MODEL,
     device: str | torch.device = "auto",
     precision: str = "auto",
     tile: int | None = None,

@@ -70,8 +70,8 @@ def _default_output(src: Path, scale: float) -> Path:
     help="Output file; its extension picks the format. [default: INPUT_x{scale}.ext]",
 )  # fmt: skip
 @click.option(
-    "-m", "--model", default="bicubic", show_default=True,
-    help="Registry name or checkpoint file (see README: models).",
+    "-m", "--model", default="vdsr", show_default=True,
+    help="A name from `sruc models` (vdsr, bicubic, ...) or a checkpoint file.",
 )  # fmt: skip
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option(

@@ -116,8 +116,8 @@ def _summary(report: Any, scale: float) -> str:
     "-s", "--scale", type=float, default=2.0, show_default=True, help="Upscaling factor, in (1, 8]."
 )
 @click.option(
-    "-m", "--model", default="bicubic", show_default=True,
-    help="Registry name or checkpoint file (see README: models).",
+    "-m", "--model", default="vdsr", show_default=True,
+    help="A name from `sruc models` (vdsr, bicubic, ...) or a checkpoint file.",
 )  # fmt: skip
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option(

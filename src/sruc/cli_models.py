@@ -122,12 +122,13 @@ def models(ctx: click.Context, cache_dir: Path | None, offline: bool) -> None:
         click.echo(NONE_RELEASED)
         return
     folder, off = _settings(ctx, None, False)
-    rows = [("NAME", "FILE", "ARCH", "SCALES", "SIZE", "WHERE")]
-    rows.append(("bicubic", "-", "bicubic", "any", "-", "built-in"))
+    rows = [("NAME", "FILE", "ARCH", "SCALES", "SIZE", "WHERE", "SET5 Y-PSNR (dB)")]
+    rows.append(("bicubic", "-", "bicubic", "any", "-", "built-in", ""))
     for w in sorted(registry.PRETRAINED, key=lambda w: (w.group, min(w.scales), w.name)):
         where = registry.where(w, cache_dir=folder, offline=off)
         scales = "x" + "/".join(f"{s:g}" for s in w.scales)
-        rows.append((w.group, w.file, w.arch.upper(), scales, _human(w.size), where))
+        set5 = " ".join(f"x{s:g} {v:.2f}" for s, v in sorted(w.psnr.get("Set5", {}).items()))
+        rows.append((w.group, w.file, w.arch.upper(), scales, _human(w.size), where, set5))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(c.ljust(n) for c, n in zip(r, widths, strict=True)).rstrip())

@@ -36,7 +36,7 @@ from sruc.device import resolve_device
 from sruc.errors import DeviceError, UsageError
 from sruc.images import Picture
 from sruc.models import SRCNN, VDSR
-from sruc.registry import LoadedModel, check_scale, load_model
+from sruc.registry import DEFAULT_MODEL, LoadedModel, check_scale, load_model
 from sruc.resize import imresize, output_size
 from sruc.tiling import ProgressFn, TileModel, default_batch, default_tile, run_tiled
 
@@ -321,7 +321,7 @@ def _has_hooks(module: nn.Module) -> bool:
 
 
 def prepare_model(
-    model: ModelSpec = "bicubic",
+    model: ModelSpec = DEFAULT_MODEL,
     *,
     device: str | torch.device = "auto",
     precision: str = "auto",
@@ -422,7 +422,7 @@ def upscale_picture(
     pic: Picture,
     scale: float,
     *,
-    model: ModelSpec = "bicubic",
+    model: ModelSpec = DEFAULT_MODEL,
     device: str | torch.device = "auto",
     tile: int | None = None,
     progress: ProgressFn | None = None,
@@ -467,7 +467,7 @@ def upscale(
     image: ImageInput,
     scale: float,
     *,
-    model: ModelSpec = "bicubic",
+    model: ModelSpec = DEFAULT_MODEL,
     device: str | torch.device = "auto",
     tile: int | None = None,
     max_pixels: int | None = images.DEFAULT_MAX_PIXELS,
@@ -501,7 +501,7 @@ def upscale_file(
     dst: str | os.PathLike[str],
     scale: float,
     *,
-    model: ModelSpec = "bicubic",
+    model: ModelSpec = DEFAULT_MODEL,
     device: str | torch.device = "auto",
     tile: int | None = None,
     quality: int | None = None,

@@ -30,6 +30,8 @@ MAX_SCALE = 8.0
 
 #: Names that need no weights file.
 BUILTIN = ("bicubic",)
+#: The model `sruc up`, `sruc batch` and :func:`sruc.upscale` use when none is given.
+DEFAULT_MODEL = "vdsr"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,9 @@ class Weights:
         size: file size in bytes.
         sha256: SHA-256 of the file, lower-case hex.
         url: download URL relative to the base (:func:`sruc.hub.base_url`).
+        psnr: the measured ``sruc bench`` Y-PSNR (dB) per evaluation set and
+            scale, e.g. ``{"Set5": {2.0: 37.6}}``; what ``sruc models`` shows.
+        trained: what the weights were trained on, and for how long.
     """
 
     name: str
@@ -59,6 +64,8 @@ class Weights:
     size: int
     sha256: str
     url: str
+    psnr: Mapping[str, Mapping[float, float]] = field(default_factory=dict)
+    trained: str = ""
 
 
 #: The pretrained weights, one row per file. Empty until release weights are
@@ -73,7 +80,21 @@ class Weights:
 #:
 #: ``config`` and ``scales`` are exactly the checkpoint's (loading checks it);
 #: ``sha256sum`` and ``stat -c %s`` give the last two numbers.
-PRETRAINED: tuple[Weights, ...] = ()
+PRETRAINED: tuple[Weights, ...] = (
+    Weights(
+        name="vdsr",
+        group="vdsr",
+        arch="vdsr",
+        config={"channels": 1, "depth": 20, "width": 64, "kernel": 3},
+        scales=(2.0, 3.0, 4.0),
+        file="vdsr.pt",
+        size=2677367,
+        sha256="16e5f7e2a18b91a5e9f29e1c85299a39ab527d77663444255635824240df656f",
+        url="vdsr.pt",
+        psnr={},
+        trained="",
+    ),
+)
 
 #: Architectures that work on the interpolated image for any scale with one
 #: set of weights (VDSR); the others need weights trained for the exact scale.
@@ -356,7 +377,7 @@ def check_table(rows: tuple[Weights, ...] | list[Weights]) -> list[str]:
 
 
 def load_model(
-    spec: str | os.PathLike[str] | nn.Module = "bicubic",
+    spec: str | os.PathLike[str] | nn.Module = DEFAULT_MODEL,
     *,
     scale: float | None = None,
     cache_dir: str | os.PathLike[str] | None = None,

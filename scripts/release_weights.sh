@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Regenerate sruc's release weights from the shared training images, with `sruc train`
+# only (no side scripts), then copy them into src/sruc/weights/ and print the registry
+# numbers (size, SHA-256) for src/sruc/registry.py.
+#
+#   bash scripts/release_weights.sh [DATA] [RUNS]
+#
+# DATA: the training images (default ../shared/datasets/train: T91 + BSD200, the
+#       papers' 291 images); 5% of them are held out for validation (seed 0) and
+#       best.pt is chosen on that split, never on Set5/Set14.
+# RUNS: where the run folders go (default release/). Each run resumes if
+#       interrupted: run the script again with the same arguments.
+# Extra options for every run (e.g. --max-minutes 60, --device cuda) go in
+# SRUC_TRAIN_OPTS.
+set -euo pipefail
+data=${1:-../shared/datasets/train}
+runs=${2:-release}
+here=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck disable=SC2086
+opts=${SRUC_TRAIN_OPTS:-}
+
+# VDSR: one model for x2, x3 and x4 (and the scales in between).
+sruc train "$data" --model vdsr --scale 2,3,4 --steps 16000 --batch-size 64 \
+    --val-every 500 --log-every 100 --save-every-minutes 5 --seed 0 \
+    --out "$runs/vdsr" $opts
+
+# SRCNN 9-5-5: one model per scale. x3 from scratch; x2 and x4 start from the x3
+# weights (the features of a 3-layer network hardly depend on the scale, so this
+# saves the first half of their training).
+sruc train "$data" --model srcnn --scale 3 --steps 40000 --batch-size 128 \
+    --val-every 1000 --log-every 250 --save-every-minutes 5 --seed 0 \
+    --out "$runs/srcnn-x3" $opts
+for s in 2 4; do
+    sruc train "$data" --model srcnn --scale "$s" --steps 20000 --batch-size 128 \
+        --val-every 1000 --log-every 250 --save-every-minutes 5 --seed 0 \
+        --init "$runs/srcnn-x3/best.pt" --out "$runs/srcnn-x$s" $opts
+done
+
+# Publish: the best validation checkpoint of each run, under its registry file name.
+copy() {
+    install -m 0644 "$1" "$here/src/sruc/weights/$2"
+    printf '%-14s size=%-9s sha256=%s\n' "$2" "$(stat -c %s "$1")" \
+        "$(sha256sum "$1" | cut -d' ' -f1)"
+}
+copy "$runs/vdsr/best.pt" vdsr.pt
+for s in 2 3 4; do
+    copy "$runs/srcnn-x$s/best.pt" "srcnn-x$s.pt"
+done
