@@ -149,6 +149,7 @@ def test_init_starts_from_given_weights(
     second = train(cfg)
     tuned = checkpoint.load(second.last)
     assert tuned.config["depth"] == 3 and tuned.config["width"] == 8
+    assert tuned.meta["init"] == str(first.last) and len(tuned.meta["init_weights"]) == 64
     for key, value in start.items():  # one step at lr 1e-9: still the starting weights
         assert torch.allclose(tuned.state_dict[key], value, atol=1e-6), key
     # Resuming the same run needs the same starting weights.

@@ -413,6 +413,8 @@ def _train(
             "lr": run["lr"],
             "images": len(images),
             "val_images": len(val_set),
+            # Fine-tuned: what it started from (SHA-256 of the starting tensors).
+            **({"init": cfg.init, "init_weights": run["init"]} if "init" in run else {}),
         }
 
     def save_state(done: int) -> None:
