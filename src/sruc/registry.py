@@ -89,10 +89,15 @@ PRETRAINED: tuple[Weights, ...] = (
         scales=(2.0, 3.0, 4.0),
         file="vdsr.pt",
         size=2677367,
-        sha256="16e5f7e2a18b91a5e9f29e1c85299a39ab527d77663444255635824240df656f",
+        sha256="9d1300e3a44775650c799f58f30a88d0eb2b74c363c175f05a00b2de586d1ee9",
         url="vdsr.pt",
-        psnr={},
-        trained="",
+        psnr={
+            "Set5": {2.0: 37.095, 3.0: 33.200, 4.0: 30.931},
+            "Set14": {2.0: 32.726, 3.0: 29.601, 4.0: 27.793},
+        },
+        trained="sruc train on T91 + BSD200 (276 images; 15 held out for validation), "
+        "16,000 Adam steps of 64 41x41 patches (1.0M patches), bf16, 2 CPU cores, "
+        "2 h 58 min; best validation at step 14,500",
     ),
 )
 
