@@ -206,6 +206,33 @@ def test_a_different_config_is_refused_and_nothing_changes(
     assert files(out) == before
 
 
+def test_ctrl_c_stops_after_the_step_with_a_saved_state(images: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "sruc", "train", str(images), "--out", str(out),
+            "--steps", "100000", "--save-every-minutes", "60", *TINY, *FAST[:-1]]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while (
+        not (out / "metrics.jsonl").exists() or '"train"' not in (out / "metrics.jsonl").read_text()
+    ):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: interrupted at step ") and "run the same command" in last
+    assert "Traceback" not in stderr and stdout.strip() in (
+        str(out / "best.pt"),
+        str(out / "last.pt"),
+    )
+    state = torch.load(out / "state.pt", weights_only=True)
+    assert 2 <= state["step"] < 100000 and f"at step {state['step']}/100000" in last
+
+
 def test_resume_needs_a_state(
     images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

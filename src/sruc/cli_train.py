@@ -16,6 +16,8 @@ from typing import Any
 
 import click
 
+from sruc.errors import SrucError
+
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -291,3 +293,14 @@ def train(
             )
         click.echo(summary, err=True)
     click.echo(str(result.best or result.last))
+    if result.interrupted:
+        raise _Interrupted(
+            f"interrupted at step {result.step}/{result.steps}; the state is saved: run the "
+            "same command again to resume"
+        )
+
+
+class _Interrupted(SrucError):
+    """Training stopped on Ctrl-C/SIGTERM with a saved state (exit 130)."""
+
+    exit_code = 130

@@ -38,6 +38,8 @@ import json
 import math
 import os
 import random
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -245,6 +247,7 @@ class TrainResult:
         last: ``last.pt``.
         step: steps done so far; ``steps``: steps of the schedule.
         completed: the schedule is finished (False after stop_after/max_minutes).
+        interrupted: stopped by Ctrl-C (SIGINT) or SIGTERM, with a saved state.
         resumed_from: the step this call started from (0: a fresh run).
         best_step, best_psnr: the best validation and its PSNR per scale (dB).
         bicubic_psnr: the bicubic baseline on the same validation images.
@@ -270,6 +273,7 @@ class TrainResult:
     total_seconds: float
     rank: int = 0
     world_size: int = 1
+    interrupted: bool = False
 
 
 # --------------------------------------------------------------------------- training
@@ -291,7 +295,8 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
         cfg = dataclasses.replace(cfg, model_config=dict(start_weights.config))
     ddp, device = _setup_distributed(cfg.device)
     try:
-        return _train(cfg, ddp, device, progress, start_weights)
+        with _Interrupt() as interrupt:
+            return _train(cfg, ddp, device, progress, start_weights, interrupt)
     finally:
         if ddp.owns_group:
             dist.destroy_process_group()
@@ -303,7 +308,9 @@ def _train(
     device: torch.device,
     progress: Progress | None,
     start_weights: _InitWeights | None = None,
+    interrupt: _Interrupt | None = None,
 ) -> TrainResult:
+    interrupt = interrupt or _Interrupt()
     t_start = time.monotonic()
     run = cfg.resolved()
     if start_weights is not None:
@@ -550,8 +557,11 @@ def _train(
             save_state(done)
             last_save = time.monotonic()
             win["t"] += time.perf_counter() - t_save
-        if cfg.max_minutes is not None and _agree(
-            time.monotonic() - t_start >= cfg.max_minutes * 60, ddp, device
+        out_of_time = cfg.max_minutes is not None and (
+            time.monotonic() - t_start >= cfg.max_minutes * 60
+        )
+        if (cfg.max_minutes is not None or interrupt.armed) and _agree(
+            out_of_time or interrupt.requested, ddp, device
         ):
             break
 
@@ -569,6 +579,7 @@ def _train(
         step=done,
         steps=steps,
         completed=done >= steps,
+        interrupted=interrupt.requested,
         resumed_from=start,
         best_step=int(best["step"]),
         best_psnr={int(k): v for k, v in best.get("scores", {}).items()},
@@ -864,6 +875,38 @@ def _optimizer(net: nn.Module, recipe: Recipe, lr: float) -> torch.optim.Optimiz
     return torch.optim.SGD(
         params, lr=lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
     )
+
+
+class _Interrupt:
+    """Turn the first Ctrl-C (SIGINT) or SIGTERM into a clean stop after the current step.
+
+    The loop then saves a state and returns, so nothing since the last periodic
+    save is lost; a second signal interrupts at once. Handlers are installed
+    only on the main thread (Python allows no other), and restored on exit.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.armed = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:  # the second one: stop now
+            self.__exit__()
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+            self.armed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
 
 
 def _start_at_bicubic(net: nn.Module) -> None:
