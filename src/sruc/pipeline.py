@@ -32,7 +32,7 @@ from torch import nn
 
 from sruc import images
 from sruc.color import rgb_to_ycbcr, ycbcr_to_rgb
-from sruc.device import resolve_device
+from sruc.device import resolve_device, tune_cpu_allocator
 from sruc.errors import DeviceError, UsageError
 from sruc.images import Picture
 from sruc.models import SRCNN, VDSR
@@ -346,6 +346,7 @@ def prepare_model(
     if isinstance(model, PreparedModel):
         return model
     dev = resolve_device(device)
+    tune_cpu_allocator()  # colour, resize and CPU forward passes reuse their buffers
     candidate = resolve_precision(precision, dev)
     lm = model if isinstance(model, LoadedModel) else load_model(model, scale=scale)
     if lm.arch == "bicubic":

@@ -56,7 +56,7 @@ from torch import nn
 
 from sruc import __version__, checkpoint, fsutil, models
 from sruc.data import ImageSet, PatchCache, load_images, split_validation
-from sruc.device import resolve_device
+from sruc.device import resolve_device, tune_cpu_allocator
 from sruc.errors import InputError, ModelError, OutputError, SrucWarning, UsageError
 from sruc.plot import line_chart
 from sruc.protocol import evaluate_image
@@ -804,6 +804,7 @@ class _Dist:
 def _setup_distributed(spec: str) -> tuple[_Dist, torch.device]:
     """The process group under torchrun (RANK/WORLD_SIZE set) and this process's device."""
     device = resolve_device(spec)
+    tune_cpu_allocator()  # a step's activations come back from the heap, not fresh pages
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return _Dist(), device
