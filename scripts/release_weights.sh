@@ -23,6 +23,11 @@ opts=${SRUC_TRAIN_OPTS:-}
 sruc train "$data" --model vdsr --scale 2,3,4 --steps 16000 --batch-size 64 \
     --val-every 500 --log-every 100 --save-every-minutes 5 --seed 0 \
     --out "$runs/vdsr" $opts
+# ... then a second cosine cycle from its best weights: a lower peak learning rate,
+# a fresh patch order (seed 1), four times as long.
+sruc train "$data" --model vdsr --scale 2,3,4 --steps 60000 --batch-size 64 --lr 3e-4 \
+    --val-every 1000 --log-every 200 --save-every-minutes 5 --seed 1 \
+    --init "$runs/vdsr/best.pt" --out "$runs/vdsr-2" $opts
 
 # SRCNN 9-5-5: one model per scale. x3 from scratch; x2 and x4 start from the x3
 # weights (the features of a 3-layer network hardly depend on the scale, so this
@@ -42,7 +47,7 @@ copy() {
     printf '%-14s size=%-9s sha256=%s\n' "$2" "$(stat -c %s "$1")" \
         "$(sha256sum "$1" | cut -d' ' -f1)"
 }
-copy "$runs/vdsr/best.pt" vdsr.pt
+copy "$runs/vdsr-2/best.pt" vdsr.pt
 for s in 2 3 4; do
     copy "$runs/srcnn-x$s/best.pt" "srcnn-x$s.pt"
 done

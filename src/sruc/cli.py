@@ -71,7 +71,7 @@ def _default_output(src: Path, scale: float) -> Path:
 )  # fmt: skip
 @click.option(
     "-m", "--model", default="vdsr", show_default=True,
-    help="A name from `sruc models` (vdsr, bicubic, ...) or a checkpoint file.",
+    help="A name from `sruc models` (vdsr, srcnn, bicubic) or a checkpoint file.",
 )  # fmt: skip
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option(

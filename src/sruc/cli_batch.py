@@ -117,7 +117,7 @@ def _summary(report: Any, scale: float) -> str:
 )
 @click.option(
     "-m", "--model", default="vdsr", show_default=True,
-    help="A name from `sruc models` (vdsr, bicubic, ...) or a checkpoint file.",
+    help="A name from `sruc models` (vdsr, srcnn, bicubic) or a checkpoint file.",
 )  # fmt: skip
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option(
