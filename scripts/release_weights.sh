@@ -40,6 +40,10 @@ for s in 2 4; do
         --val-every 1000 --log-every 250 --save-every-minutes 5 --seed 0 \
         --init "$runs/srcnn-x3/best.pt" --out "$runs/srcnn-x$s" $opts
 done
+# x3 then gets a second cosine cycle from its own weights (fresh patch order, seed 1).
+sruc train "$data" --model srcnn --scale 3 --steps 20000 --batch-size 128 \
+    --val-every 1000 --log-every 250 --save-every-minutes 5 --seed 1 \
+    --init "$runs/srcnn-x3/best.pt" --out "$runs/srcnn-x3b" $opts
 
 # Publish: the best validation checkpoint of each run, under its registry file name.
 copy() {
@@ -48,6 +52,6 @@ copy() {
         "$(sha256sum "$1" | cut -d' ' -f1)"
 }
 copy "$runs/vdsr-2/best.pt" vdsr.pt
-for s in 2 3 4; do
-    copy "$runs/srcnn-x$s/best.pt" "srcnn-x$s.pt"
-done
+copy "$runs/srcnn-x2/best.pt" srcnn-x2.pt
+copy "$runs/srcnn-x3b/best.pt" srcnn-x3.pt
+copy "$runs/srcnn-x4/best.pt" srcnn-x4.pt
