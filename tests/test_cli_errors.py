@@ -520,7 +520,12 @@ def _zeroed_ckpt(d: Path, vdsr: Path, srcnn: Path) -> str:
         pytest.param(
             lambda d, v, s: "superres9000", "2", ("superres9000", "bicubic"), id="unknown-name"
         ),
-        pytest.param(lambda d, v, s: "srcnn", "3", ("srcnn", "bicubic"), id="arch-without-weights"),
+        pytest.param(
+            lambda d, v, s: "srcnn",
+            "5",
+            ("srcnn", "x2/3/4 only", "VDSR"),
+            id="scale-without-weights",
+        ),
         pytest.param(
             lambda d, v, s: "nothere.pt", "2", ("nothere.pt", "does not exist"), id="missing-ckpt"
         ),
