@@ -33,7 +33,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
 from sruc import __version__, registry
-from sruc.device import resolve_device
+from sruc.device import resolve_device, tune_cpu_allocator
 from sruc.errors import InputError, ModelError, SrucWarning, UsageError
 from sruc.metrics import SSIM_WINDOW
 from sruc.protocol import YModel, evaluate_image
@@ -680,6 +680,7 @@ def bench(
     start = time.perf_counter()
     scale_list = check_scales(scales)
     dev = resolve_device(device)
+    tune_cpu_allocator()
     if tile is not None and tile < 0:
         raise UsageError(f"tile must be 0 (no tiling) or a positive size, got {tile}")
     sets = _eval_sets(folders)
