@@ -68,18 +68,36 @@ class Weights:
     trained: str = ""
 
 
-#: The pretrained weights, one row per file. Empty until release weights are
-#: trained: a row is added only together with the file it describes, e.g.
-#:
-#:     Weights(name="srcnn-x3", group="srcnn", arch="srcnn",
-#:             config={"channels": 1, "n1": 64, "n2": 32, "f1": 9, "f2": 5, "f3": 5},
-#:             scales=(3.0,), file="srcnn-x3.pt", size=..., sha256="...", url="srcnn-x3.pt"),
-#:     Weights(name="vdsr", group="vdsr", arch="vdsr",
-#:             config={"channels": 1, "depth": 20, "width": 64, "kernel": 3},
-#:             scales=(2.0, 3.0, 4.0), file="vdsr.pt", size=..., sha256="...", url="vdsr.pt"),
-#:
-#: ``config`` and ``scales`` are exactly the checkpoint's (loading checks it);
-#: ``sha256sum`` and ``stat -c %s`` give the last two numbers.
+#: The architecture of every SRCNN release file: the published 9-5-5, 64/32 filters.
+_SRCNN_955 = {"channels": 1, "n1": 64, "n2": 32, "f1": 9, "f2": 5, "f3": 5}
+#: What every release file was trained on.
+_TRAINED_ON = "sruc train on T91 + BSD200 (276 images; 15 held out for validation), "
+
+
+def _srcnn(
+    scale: int, *, size: int, sha256: str, set5: float, set14: float, trained: str
+) -> Weights:
+    """The row of the SRCNN 9-5-5 release file for one scale (``srcnn-x{scale}.pt``)."""
+    name = f"srcnn-x{scale}"
+    return Weights(
+        name=name,
+        group="srcnn",
+        arch="srcnn",
+        config=dict(_SRCNN_955),
+        scales=(float(scale),),
+        file=f"{name}.pt",
+        size=size,
+        sha256=sha256,
+        url=f"{name}.pt",
+        psnr={"Set5": {float(scale): set5}, "Set14": {float(scale): set14}},
+        trained=_TRAINED_ON + trained,
+    )
+
+
+#: The pretrained weights, one row per file; a row is added only together with
+#: the file it describes (``scripts/release_weights.sh`` prints its size and
+#: SHA-256). ``config`` and ``scales`` are exactly the checkpoint's (loading
+#: checks it); ``psnr`` is what ``sruc bench`` measured on the file.
 PRETRAINED: tuple[Weights, ...] = (
     Weights(
         name="vdsr",
@@ -95,55 +113,37 @@ PRETRAINED: tuple[Weights, ...] = (
             "Set5": {2.0: 37.095, 3.0: 33.200, 4.0: 30.931},
             "Set14": {2.0: 32.726, 3.0: 29.601, 4.0: 27.793},
         },
-        trained="sruc train on T91 + BSD200 (276 images; 15 held out for validation), "
-        "16,000 Adam steps of 64 41x41 patches (1.0M patches), bf16, 2 CPU cores, "
+        trained=_TRAINED_ON
+        + "16,000 Adam steps of 64 41x41 patches (1.0M patches), bf16, 2 CPU cores, "
         "2 h 58 min; best validation at step 14,500",
     ),
-    Weights(
-        name="srcnn-x2",
-        group="srcnn",
-        arch="srcnn",
-        config={"channels": 1, "n1": 64, "n2": 32, "f1": 9, "f2": 5, "f3": 5},
-        scales=(2.0,),
-        file="srcnn-x2.pt",
+    _srcnn(
+        2,
         size=233101,
         sha256="52f070dd2b2e8cf823c5d47ecf50b2a6f1a1c22320aa7ee750df31a2f8bdb14b",
-        url="srcnn-x2.pt",
-        psnr={"Set5": {2.0: 36.734}, "Set14": {2.0: 32.441}},
-        trained="sruc train on T91 + BSD200 (276 images; 15 held out for validation), "
-        "starting from the x3 weights: 20,000 Adam steps of 128 33x33 patches (2.6M patches), "
-        "bf16, 2 CPU cores, 26 min; best validation at step 20,000",
+        set5=36.734,
+        set14=32.441,
+        trained="starting from the x3 weights: 20,000 Adam steps of 128 33x33 patches "
+        "(2.6M patches), bf16, 2 CPU cores, 26 min; best validation at step 20,000",
     ),
-    Weights(
-        name="srcnn-x3",
-        group="srcnn",
-        arch="srcnn",
-        config={"channels": 1, "n1": 64, "n2": 32, "f1": 9, "f2": 5, "f3": 5},
-        scales=(3.0,),
-        file="srcnn-x3.pt",
+    _srcnn(
+        3,
         size=233101,
         sha256="0ccf596c671964e8a5fc0b3aaee869d2c3c5837bdc806d4ec7dc090c6586487f",
-        url="srcnn-x3.pt",
-        psnr={"Set5": {3.0: 32.678}, "Set14": {3.0: 29.249}},
-        trained="sruc train on T91 + BSD200 (276 images; 15 held out for validation), "
-        "40,000 Adam steps of 128 33x33 patches from the bicubic start, then a second "
+        set5=32.678,
+        set14=29.249,
+        trained="40,000 Adam steps of 128 33x33 patches from the bicubic start, then a second "
         "cycle of 20,000 (7.7M patches in all), bf16, 2 CPU cores, 1 h 29 min; best "
         "validation at step 18,000 of the second cycle",
     ),
-    Weights(
-        name="srcnn-x4",
-        group="srcnn",
-        arch="srcnn",
-        config={"channels": 1, "n1": 64, "n2": 32, "f1": 9, "f2": 5, "f3": 5},
-        scales=(4.0,),
-        file="srcnn-x4.pt",
+    _srcnn(
+        4,
         size=233101,
         sha256="154259ad03af2197ed7ec06aac7cf8dc553cd1308af562066f547e573849ac91",
-        url="srcnn-x4.pt",
-        psnr={"Set5": {4.0: 30.363}, "Set14": {4.0: 27.395}},
-        trained="sruc train on T91 + BSD200 (276 images; 15 held out for validation), "
-        "starting from the x3 weights: 20,000 Adam steps of 128 33x33 patches (2.6M patches), "
-        "bf16, 2 CPU cores, 23 min; best validation at step 19,000",
+        set5=30.363,
+        set14=27.395,
+        trained="starting from the x3 weights: 20,000 Adam steps of 128 33x33 patches "
+        "(2.6M patches), bf16, 2 CPU cores, 23 min; best validation at step 19,000",
     ),
 )
 
