@@ -6,6 +6,7 @@ in for a real model. Most cases run in-process through :func:`sruc.cli.main`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -262,6 +263,69 @@ def test_full_disk_stops_the_batch_cleanly(
     assert report["summary"]["pending"] >= 1
     assert len(writes) <= batch_mod.MAX_PENDING_WRITES + 1
     assert report["stopped"].startswith("disk full")
+
+
+# --------------------------------------------------------------------------- I/O threads
+
+
+def test_io_plan_leaves_the_cores_to_a_cpu_model_and_uses_them_otherwise(
+    tiny_vdsr_ckpt: Path,
+) -> None:
+    cpu = pipeline.prepare_model(tiny_vdsr_ckpt, device="cpu", precision="fp32")
+    bicubic = pipeline.prepare_model("bicubic", device="cpu")
+    # The network on the CPU: two threads whatever the core count.
+    assert batch_mod.io_plan(cpu, cores=2) == (2, 2)
+    assert batch_mod.io_plan(cpu, cores=64) == (2, 2)
+    # Bicubic, or a GPU (the device is all io_plan reads): one per core but one.
+    assert batch_mod.io_plan(bicubic, cores=2) == (2, 2)
+    assert batch_mod.io_plan(bicubic, cores=6) == (5, 5)
+    gpu = dataclasses.replace(cpu, device=torch.device("cuda", 0))
+    assert batch_mod.io_plan(gpu, cores=16) == (batch_mod.MAX_IO_THREADS,) * 2
+    assert batch_mod.io_plan(gpu, cores=1) == (2, 2)
+
+
+def _count_concurrent_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make each encode take 0.15 s; the returned list gets the number of
+    encodes running at each start."""
+    running, seen = [0], []
+    lock = threading.Lock()
+    real = batch_mod._Run.encode
+
+    def encode(self: Any, item: Any, out: Any) -> float:
+        with lock:
+            running[0] += 1
+            seen.append(running[0])
+        try:
+            threading.Event().wait(0.15)
+            return real(self, item, out)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(batch_mod._Run, "encode", encode)
+    monkeypatch.setattr(batch_mod, "_free_cores", lambda: 16)
+    return seen
+
+
+def test_encodes_run_in_parallel_where_the_cores_are_free(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(3, 8):
+        png(work / "in" / f"p{i}.png", seed=i)
+    seen = _count_concurrent_writes(monkeypatch)
+    report = run_batch(["in"], "out", 2, model="bicubic")
+    assert report.exit_code == 0 and report.count("done") == 8
+    assert max(seen) > batch_mod.IO_THREADS  # bicubic is cheap: the writes overlap
+
+
+def test_waiting_results_are_bounded_in_megapixels(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = _count_concurrent_writes(monkeypatch)
+    monkeypatch.setattr(batch_mod, "PENDING_WRITE_MEGAPIXELS", 1e-4)  # less than one output
+    report = run_batch(["in"], "out", 2, model="bicubic")
+    assert report.exit_code == 0 and report.count("done") == 3
+    assert max(seen) == 1  # each result waits for the one before it to be written
 
 
 def test_ctrl_c_in_the_model_stops_after_the_current_image(
