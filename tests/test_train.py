@@ -191,6 +191,40 @@ def test_resume_follows_the_same_trajectory(images: Path, tmp_path: Path) -> Non
     assert logged("resumed") == logged("straight")
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fused_cpu_forward_trains_like_autocast(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str
+) -> None:
+    """The CPU loop runs each convolution + ReLU fused (sruc.models.fused); the
+    weights it ends with are those of the plain autocast forward."""
+    import sruc.train as train_mod
+
+    used: list[bool] = []
+    real = train_mod.training_forward
+
+    def spy(net: torch.nn.Module, dtype: torch.dtype | None) -> object:
+        f = real(net, dtype)
+        used.append(f is not None)
+        return f
+
+    monkeypatch.setattr(train_mod, "training_forward", spy)
+    train(tiny_config(images, tmp_path / "fused", precision=precision))
+    assert used == [models_fused_available()]
+    monkeypatch.setattr(train_mod, "training_forward", lambda net, dtype: None)
+    train(tiny_config(images, tmp_path / "plain", precision=precision))
+    a = torch.load(tmp_path / "fused" / "state.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "plain" / "state.pt", weights_only=True)["model"]
+    for name in a:
+        # Six Adam steps from the same start: equal up to float32 summation order.
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def models_fused_available() -> bool:
+    from sruc.models.fused import conv_relu_op
+
+    return conv_relu_op() is not None
+
+
 def test_a_different_config_is_refused_and_nothing_changes(
     images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -17,7 +17,6 @@ natively and the weights pass an accuracy probe (see :data:`MAX_PSNR_DROP_DB`).
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections.abc import Callable
@@ -35,7 +34,7 @@ from sruc.color import rgb_to_ycbcr, ycbcr_to_rgb
 from sruc.device import resolve_device, tune_cpu_allocator
 from sruc.errors import DeviceError, UsageError
 from sruc.images import Picture
-from sruc.models import SRCNN, VDSR
+from sruc.models.fused import conv_layers, conv_relu_op, plain_padding
 from sruc.registry import DEFAULT_MODEL, LoadedModel, check_scale, load_model
 from sruc.resize import imresize, output_size
 from sruc.tiling import ProgressFn, TileModel, default_batch, default_tile, run_tiled
@@ -64,24 +63,6 @@ PROBE_SCALE = 2
 #: 7 MP/s in bf16 on the 2-core AMX Xeon, against 94 MP/s with four channels
 #: (three of them zero), copy included; 8 and 16 channels are slower again.
 CPU_MIN_IN_CHANNELS = 4
-
-
-@functools.cache
-def _fused_conv_relu() -> Callable[..., torch.Tensor] | None:
-    """oneDNN's convolution with a fused ReLU, if this build has it and it agrees
-    with convolution + ReLU on a tiny input; checked once per process."""
-    try:
-        op = torch.ops.mkldnn._convolution_pointwise
-        g = torch.Generator().manual_seed(0)
-        cl = torch.channels_last
-        x = torch.rand(1, 4, 9, 9, generator=g).contiguous(memory_format=cl)
-        w = torch.randn(4, 4, 3, 3, generator=g).contiguous(memory_format=cl)
-        b = torch.randn(4, generator=g)
-        got = op(x, w, b, [1, 1], [1, 1], [1, 1], 1, "relu", [None], None)
-        want = torch.relu(F.conv2d(x, w, b, padding=1))
-    except (AttributeError, RuntimeError, TypeError, NotImplementedError):
-        return None
-    return op if torch.allclose(got, want, atol=1e-5) else None
 
 
 @dataclass(frozen=True)
@@ -116,38 +97,27 @@ class _ConvChain:
         self.convs = convs
         self.residual = residual
         self.dtype = dtype
-        self.fused = _fused_conv_relu() if device.type == "cpu" else None
+        self.fused = conv_relu_op() if device.type == "cpu" else None
         self.in_channels = in_channels  # of the first weight, after any zero padding
 
     @classmethod
     def of(cls, module: nn.Module, dtype: torch.dtype, device: torch.device) -> _ConvChain | None:
         """The chain for a VDSR or SRCNN, or None for any other module."""
-        if type(module) is VDSR:
-            seq = list(module.body)
-            layers = [
-                (m, i + 1 < len(seq) and isinstance(seq[i + 1], nn.ReLU))
-                for i, m in enumerate(seq)
-                if isinstance(m, nn.Conv2d)
-            ]
-            residual = True
-        elif type(module) is SRCNN:
-            layers = [(module.extract, True), (module.map, True), (module.reconstruct, False)]
-            residual = False
-        else:
+        spec = conv_layers(module)
+        if spec is None:
             return None
+        layers, residual = spec
         convs = []
         for i, (conv, relu) in enumerate(layers):
-            if conv.stride != (1, 1) or conv.groups != 1 or conv.dilation != (1, 1):
-                return None
-            pad = conv.padding
-            if not (isinstance(pad, tuple) and pad[0] == pad[1]):
+            pad = plain_padding(conv)
+            if pad is None:
                 return None
             w = conv.weight.detach()
             if i == 0 and device.type == "cpu" and w.shape[1] < CPU_MIN_IN_CHANNELS:
                 w = F.pad(w, (0, 0, 0, 0, 0, CPU_MIN_IN_CHANNELS - w.shape[1]))  # zero weights
             w = w.to(device, dtype).contiguous(memory_format=torch.channels_last)
             b = conv.bias.detach().to(device, dtype) if conv.bias is not None else None
-            convs.append(_Conv(w, b, int(pad[0]), relu))
+            convs.append(_Conv(w, b, pad, relu))
         return cls(convs, residual, dtype, device, int(convs[0].weight.shape[1]))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

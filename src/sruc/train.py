@@ -58,6 +58,7 @@ from sruc import __version__, checkpoint, fsutil, models
 from sruc.data import ImageSet, PatchCache, load_images, split_validation
 from sruc.device import resolve_device, tune_cpu_allocator
 from sruc.errors import InputError, ModelError, OutputError, SrucWarning, UsageError
+from sruc.models.fused import training_forward
 from sruc.plot import line_chart
 from sruc.protocol import evaluate_image
 
@@ -458,6 +459,9 @@ def _train(
     # The loop. `done` counts finished steps: the state after step `done - 1`.
     model.train()
     autocast = torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext()
+    # On one CPU process, the same forward with each convolution + ReLU fused
+    # (same outputs and gradients, ~10% faster for VDSR); DDP needs its own forward.
+    fused = training_forward(net, amp) if device.type == "cpu" and ddp.world_size == 1 else None
     t_loop = last_save = time.monotonic()
     win = {"loss": torch.zeros((), device=device), "n": 0, "t": time.perf_counter(), "data": 0.0}
     done = start
@@ -467,8 +471,11 @@ def _train(
         x = x.to(device, memory_format=fmt, non_blocking=True)
         y = y.to(device, memory_format=fmt, non_blocking=True)
         win["data"] += time.perf_counter() - t0
-        with autocast:
-            pred = model(x)  # (b, 1, P, P)
+        if fused is not None:
+            pred = fused(x)  # (b, 1, P, P)
+        else:
+            with autocast:
+                pred = model(x)  # (b, 1, P, P)
         pred = pred.float()  # the loss is computed in float32 whatever the autocast dtype
         loss = recipe.loss_fn(pred, y)
         opt.zero_grad(set_to_none=True)
