@@ -9,7 +9,8 @@ Three parts, each printing a Markdown table:
 ``speed``
     Training steps per second of a VDSR (full size by default) on 41x41 patches
     for several batch sizes: float32 vs bf16 autocast, with and without
-    channels_last. Decides ``--precision auto`` and ``--channels-last``.
+    channels_last, and with convolution + ReLU fused as ``sruc train`` runs
+    them on CPUs. Decides ``--precision auto`` and ``--channels-last``.
 ``recipes``
     Each recipe trained for the same wall-clock budget on a reduced data set,
     then its validation PSNR: decides ``DEFAULT_RECIPE``. The number of steps
@@ -43,6 +44,8 @@ import torch
 
 from sruc import models
 from sruc.data import PatchCache, load_images
+from sruc.device import tune_cpu_allocator
+from sruc.models.fused import training_forward
 from sruc.train import RECIPES, TrainConfig, train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "train"
@@ -56,18 +59,32 @@ def _conditions() -> str:
     )
 
 
-def _step_fn(net: torch.nn.Module, batch: int, patch: int, bf16: bool, channels_last: bool) -> Any:
-    """One Adam training step on random patches, as in sruc.train (loss in float32)."""
+def _step_fn(
+    net: torch.nn.Module,
+    batch: int,
+    patch: int,
+    bf16: bool,
+    channels_last: bool,
+    fused: bool = False,
+) -> Any:
+    """One Adam training step on random patches, as in sruc.train (loss in float32);
+    ``fused``: the forward of :func:`sruc.models.fused.training_forward`."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(memory_format=fmt).train()
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     x = torch.rand(batch, 1, patch, patch).to(memory_format=fmt)
     y = torch.rand(batch, 1, patch, patch).to(memory_format=fmt)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+    forward = training_forward(net, torch.bfloat16 if bf16 else None) if fused else None
+    if fused and forward is None:
+        raise SystemExit("no fused convolution in this PyTorch build")
 
     def step() -> None:
-        with autocast:
-            out = net(x)
+        if forward is not None:
+            out = forward(x)
+        else:
+            with autocast:
+                out = net(x)
         loss = torch.nn.functional.mse_loss(out.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -116,19 +133,22 @@ def bench_loader(args: argparse.Namespace) -> None:
 def bench_speed(args: argparse.Namespace) -> None:
     cfg = {"depth": args.depth, "width": args.width}
     print(f"VDSR {cfg}, 41x41 patches, Adam step; {_conditions()}\n")
-    print("| batch | precision | channels_last | steps/s | patches/s |")
-    print("|---|---|---|---|---|")
+    print("| batch | precision | channels_last | conv + ReLU fused | steps/s | patches/s |")
+    print("|---|---|---|---|---|---|")
+    variants = [(False, False, False), (False, True, False), (False, True, True)]
+    variants += [(True, False, False), (True, True, False), (True, True, True)]
     for batch in (int(b) for b in args.batch.split(",")):
-        for bf16 in (False, True):
-            for cl in (False, True):
-                torch.manual_seed(0)
-                fn = _step_fn(models.build("vdsr", cfg), batch, 41, bf16, cl)
-                t = _median_seconds(fn, args.repeat)
-                print(
-                    f"| {batch} | {'bf16' if bf16 else 'fp32'} | {'yes' if cl else 'no'} "
-                    f"| {1 / t:.3f} | {batch / t:.1f} |",
-                    flush=True,
-                )
+        for bf16, cl, fused in variants:
+            if args.only_fast and not (bf16 and cl):
+                continue
+            torch.manual_seed(0)
+            fn = _step_fn(models.build("vdsr", cfg), batch, 41, bf16, cl, fused)
+            t = _median_seconds(fn, args.repeat)
+            print(
+                f"| {batch} | {'bf16' if bf16 else 'fp32'} | {'yes' if cl else 'no'} "
+                f"| {'yes' if fused else 'no'} | {1 / t:.3f} | {batch / t:.1f} |",
+                flush=True,
+            )
 
 
 #: A variant measured beside the shipped recipes: Adam with the paper's VDSR init.
@@ -203,6 +223,7 @@ def main() -> None:
     p.add_argument("--depth", type=int, default=20)
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--only-fast", action="store_true", help="only bf16 + channels_last rows")
     p = sub.add_parser("recipes", help="recipes for a fixed wall-clock budget")
     p.add_argument("--data", type=Path, default=SHARED / "T91")
     p.add_argument("--minutes", type=float, default=3.0)
@@ -210,6 +231,7 @@ def main() -> None:
     p.add_argument("--models", default="vdsr,srcnn", help="comma-separated architectures")
     p.add_argument("--out", default="runs/bench-recipes")
     args = parser.parse_args()
+    tune_cpu_allocator()  # as sruc train does
     {"loader": bench_loader, "speed": bench_speed, "recipes": bench_recipes}[args.what](args)
 
 
