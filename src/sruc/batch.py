@@ -6,9 +6,11 @@ the run itself.
 
 The run keeps the model busy: while the main thread runs the network on image
 ``i``, a small thread pool decodes image ``i + 1`` and encodes image ``i - 1``
-(Pillow and PyTorch release the GIL while they work). At most
-:data:`PREFETCH` decoded images wait and at most :data:`MAX_PENDING_WRITES`
-results wait to be written, so memory stays bounded whatever the folder size.
+(Pillow and PyTorch release the GIL while they work); :func:`io_plan` sizes
+it (two threads where the network runs on the CPU, one per free core on a
+GPU). At most :data:`PREFETCH` decoded images wait, and a few results wait to
+be written (:data:`PENDING_WRITE_MEGAPIXELS` of them at most beyond the
+first), so memory stays bounded whatever the folder size.
 Outputs are written atomically (:func:`sruc.images.write_image`), so a killed
 batch never leaves a half-written image, and existing outputs are skipped, so
 running the same command again resumes where it stopped.
