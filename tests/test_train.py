@@ -23,6 +23,7 @@ from sruc import checkpoint
 from sruc.cli import main
 from sruc.data import PatchCache
 from sruc.errors import SrucWarning
+from sruc.models.fused import conv_relu_op
 from sruc.plot import nice_ticks
 from sruc.train import RECIPES, TrainConfig, train
 
@@ -209,7 +210,7 @@ def test_fused_cpu_forward_trains_like_autocast(
 
     monkeypatch.setattr(train_mod, "training_forward", spy)
     train(tiny_config(images, tmp_path / "fused", precision=precision))
-    assert used == [models_fused_available()]
+    assert used == [conv_relu_op() is not None]
     monkeypatch.setattr(train_mod, "training_forward", lambda net, dtype: None)
     train(tiny_config(images, tmp_path / "plain", precision=precision))
     a = torch.load(tmp_path / "fused" / "state.pt", weights_only=True)["model"]
@@ -217,12 +218,6 @@ def test_fused_cpu_forward_trains_like_autocast(
     for name in a:
         # Six Adam steps from the same start: equal up to float32 summation order.
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
-
-
-def models_fused_available() -> bool:
-    from sruc.models.fused import conv_relu_op
-
-    return conv_relu_op() is not None
 
 
 def test_a_different_config_is_refused_and_nothing_changes(

@@ -34,7 +34,7 @@ from sruc.color import rgb_to_ycbcr, ycbcr_to_rgb
 from sruc.device import resolve_device, tune_cpu_allocator
 from sruc.errors import DeviceError, UsageError
 from sruc.images import Picture
-from sruc.models.fused import conv_layers, conv_relu_op, plain_padding
+from sruc.models.fused import MIN_FUSED_IN_CHANNELS, conv_layers, conv_relu_op, plain_padding
 from sruc.registry import DEFAULT_MODEL, LoadedModel, check_scale, load_model
 from sruc.resize import imresize, output_size
 from sruc.tiling import ProgressFn, TileModel, default_batch, default_tile, run_tiled
@@ -59,10 +59,9 @@ PROBE_SCALE = 2
 
 
 #: Input channels the first convolution gets on CPUs (the image padded with
-#: zero channels): oneDNN runs a one-channel 3x3 convolution on a slow path,
-#: 7 MP/s in bf16 on the 2-core AMX Xeon, against 94 MP/s with four channels
-#: (three of them zero), copy included; 8 and 16 channels are slower again.
-CPU_MIN_IN_CHANNELS = 4
+#: zero channels), to stay on oneDNN's fast path (see
+#: :data:`sruc.models.fused.MIN_FUSED_IN_CHANNELS`).
+CPU_MIN_IN_CHANNELS = MIN_FUSED_IN_CHANNELS
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ apply the ReLU as the convolution writes its output
 (``torch.ops.mkldnn._convolution_pointwise``), which saves the forward pass.
 That op has no autograd formula, so :class:`_ConvReLU` supplies one: the
 ReLU's backward on the saved output, then ATen's own convolution backward,
-the very kernels autograd runs for ``relu(conv2d(x))``; the gradients come out
-bit-identical (``tests/test_fused.py``).
+the very kernels autograd runs for ``relu(conv2d(x))``. Outputs come out
+bit-identical, gradients equal up to float32 summation order
+(``tests/test_fused.py``).
 
 :func:`training_forward` runs a VDSR or SRCNN that way, with autocast's casts
 done by hand, so ``sruc train`` gets the same numbers faster.
@@ -27,8 +28,11 @@ from torch import nn
 from sruc.models.srcnn import SRCNN
 from sruc.models.vdsr import VDSR
 
-#: Fewest input channels for which the fused op is used: with one input
-#: channel oneDNN takes a slow path (see ``sruc.pipeline.CPU_MIN_IN_CHANNELS``).
+#: Fewest input channels oneDNN handles on its fast path: it runs a one-channel
+#: 3x3 convolution at 7 MP/s in bf16 on the 2-core AMX Xeon, against 94 MP/s
+#: with four channels (three of them zero), copy included; 8 and 16 channels
+#: are slower again. Training leaves such layers unfused; inference pads the
+#: image with zero channels up to this (``sruc.pipeline``).
 MIN_FUSED_IN_CHANNELS = 4
 
 ConvReLUOp = Callable[..., torch.Tensor]
@@ -124,10 +128,13 @@ def training_forward(
     if spec is None or dtype not in (None, torch.bfloat16) or conv_relu_op() is None:
         return None
     layers, residual = spec
-    if any(plain_padding(conv) is None for conv, _ in layers):
+    pads = [plain_padding(conv) for conv, _ in layers]
+    if None in pads or any(p.device.type != "cpu" for p in module.parameters()):
         return None
-    if any(p.device.type != "cpu" for p in module.parameters()):
-        return None
+    plan = [
+        (conv, relu and conv.in_channels >= MIN_FUSED_IN_CHANNELS, relu, int(pad))  # type: ignore[arg-type]
+        for (conv, relu), pad in zip(layers, pads, strict=True)
+    ]
 
     def cast(t: torch.Tensor | None) -> torch.Tensor | None:
         return t if t is None or dtype is None else t.to(dtype)
@@ -136,12 +143,10 @@ def training_forward(
         with torch.autocast("cpu", enabled=False):
             h = cast(x)
             assert h is not None
-            for conv, relu in layers:
-                pad = plain_padding(conv)
-                assert pad is not None
+            for conv, fuse, relu, pad in plan:
                 w, b = cast(conv.weight), cast(conv.bias)
                 assert w is not None
-                if relu and conv.in_channels >= MIN_FUSED_IN_CHANNELS:
+                if fuse:
                     h = _ConvReLU.apply(h, w, b, pad)
                 else:
                     h = F.conv2d(h, w, b, padding=pad)
