@@ -45,7 +45,14 @@ sruc train "$data" --model srcnn --scale 3 --steps 20000 --batch-size 128 \
     --val-every 1000 --log-every 250 --save-every-minutes 5 --seed 1 \
     --init "$runs/srcnn-x3/best.pt" --out "$runs/srcnn-x3b" $opts
 
-# x4 too, longer and with a lower peak learning rate (3e-4: less of the restart dip).
+# ... and a third, on 48x48 patches (batch 60 keeps the pixels per step; lr scaled by
+# sqrt(60/128)): a 6,000-step trial from the same start gave +0.009 dB validation
+# over 33x33 patches, and 20% more pixels per second.
+sruc train "$data" --model srcnn --scale 3 --steps 45000 --batch-size 60 --patch-size 48 \
+    --lr 2e-4 --val-every 1000 --log-every 250 --save-every-minutes 5 --seed 2 \
+    --init "$runs/srcnn-x3b/best.pt" --out "$runs/srcnn-x3c" $opts
+# x4 gets a second cycle too, longer and with a lower peak learning rate (3e-4: less
+# of the restart dip).
 sruc train "$data" --model srcnn --scale 4 --steps 40000 --batch-size 128 --lr 3e-4 \
     --val-every 1000 --log-every 250 --save-every-minutes 5 --seed 1 \
     --init "$runs/srcnn-x4/best.pt" --out "$runs/srcnn-x4b" $opts
@@ -58,5 +65,5 @@ copy() {
 }
 copy "$runs/vdsr-2/best.pt" vdsr.pt
 copy "$runs/srcnn-x2/best.pt" srcnn-x2.pt
-copy "$runs/srcnn-x3b/best.pt" srcnn-x3.pt
+copy "$runs/srcnn-x3c/best.pt" srcnn-x3.pt
 copy "$runs/srcnn-x4b/best.pt" srcnn-x4.pt
