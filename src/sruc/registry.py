@@ -135,7 +135,7 @@ PRETRAINED: tuple[Weights, ...] = (
         set14=29.282,
         trained="40,000 Adam steps of 128 33x33 patches from the bicubic start, a second "
         "cycle of 20,000, then a third of 45,000 steps of 60 48x48 patches (peak lr 2e-4): "
-        "9.3M patches, bf16, 2 CPU cores, 2 h 07 min; best validation at step 32,000 of "
+        "9.6M patches, bf16, 2 CPU cores, 1 h 56 min; best validation at step 32,000 of "
         "the third cycle",
     ),
     _srcnn(
