@@ -51,6 +51,10 @@ sruc train "$data" --model srcnn --scale 3 --steps 20000 --batch-size 128 \
 sruc train "$data" --model srcnn --scale 3 --steps 45000 --batch-size 60 --patch-size 48 \
     --lr 2e-4 --val-every 1000 --log-every 250 --save-every-minutes 5 --seed 2 \
     --init "$runs/srcnn-x3b/best.pt" --out "$runs/srcnn-x3c" $opts
+# A fourth cycle the same way, from the third's best.
+sruc train "$data" --model srcnn --scale 3 --steps 40000 --batch-size 60 --patch-size 48 \
+    --lr 2e-4 --val-every 1000 --log-every 250 --save-every-minutes 5 --seed 3 \
+    --init "$runs/srcnn-x3c/best.pt" --out "$runs/srcnn-x3d" $opts
 # x4 gets a second cycle too, longer and with a lower peak learning rate (3e-4: less
 # of the restart dip).
 sruc train "$data" --model srcnn --scale 4 --steps 40000 --batch-size 128 --lr 3e-4 \
@@ -69,5 +73,5 @@ copy() {
 }
 copy "$runs/vdsr-2/best.pt" vdsr.pt
 copy "$runs/srcnn-x2/best.pt" srcnn-x2.pt
-copy "$runs/srcnn-x3c/best.pt" srcnn-x3.pt
+copy "$runs/srcnn-x3d/best.pt" srcnn-x3.pt
 copy "$runs/srcnn-x4c/best.pt" srcnn-x4.pt
