@@ -45,32 +45,27 @@ sruc train "$data" --model srcnn --scale 3 --steps 20000 --batch-size 128 \
     --val-every 1000 --log-every 250 --save-every-minutes 5 --seed 1 \
     --init "$runs/srcnn-x3/best.pt" --out "$runs/srcnn-x3b" $opts
 
-# ... and a third, on 48x48 patches (batch 60 keeps the pixels per step; lr scaled by
-# sqrt(60/128)): a 6,000-step trial from the same start gave +0.009 dB validation
-# over 33x33 patches, and 20% more pixels per second.
-sruc train "$data" --model srcnn --scale 3 --steps 45000 --batch-size 60 --patch-size 48 \
-    --lr 2e-4 --val-every 1000 --log-every 250 --save-every-minutes 5 --seed 2 \
-    --init "$runs/srcnn-x3b/best.pt" --out "$runs/srcnn-x3c" $opts
-# A fourth cycle the same way, from the third's best.
-sruc train "$data" --model srcnn --scale 3 --steps 40000 --batch-size 60 --patch-size 48 \
-    --lr 2e-4 --val-every 1000 --log-every 250 --save-every-minutes 5 --seed 3 \
-    --init "$runs/srcnn-x3c/best.pt" --out "$runs/srcnn-x3d" $opts
-# A fifth at half the peak learning rate (less of the restart dip).
-sruc train "$data" --model srcnn --scale 3 --steps 35000 --batch-size 60 --patch-size 48 \
-    --lr 1e-4 --val-every 1000 --log-every 250 --save-every-minutes 5 --seed 4 \
-    --init "$runs/srcnn-x3d/best.pt" --out "$runs/srcnn-x3e" $opts
+# Later SRCNN cycles train on 48x48 patches (batch 60 keeps the pixels per step of
+# 128 33x33 patches), each from an earlier run's best: srcnn48 SCALE STEPS LR SEED FROM TO
+srcnn48() {
+    sruc train "$data" --model srcnn --scale "$1" --steps "$2" --batch-size 60 --patch-size 48 \
+        --lr "$3" --val-every 1000 --log-every 250 --save-every-minutes 5 --seed "$4" \
+        --init "$runs/$5/best.pt" --out "$runs/$6" $opts
+}
+# x3's third cycle (lr scaled by sqrt(60/128)): a 6,000-step trial from the same start
+# gave +0.009 dB validation over 33x33 patches, and 20% more pixels per second. A
+# fourth the same way, then a fifth at half the peak learning rate (less of the
+# restart dip).
+srcnn48 3 45000 2e-4 2 srcnn-x3b srcnn-x3c
+srcnn48 3 40000 2e-4 3 srcnn-x3c srcnn-x3d
+srcnn48 3 35000 1e-4 4 srcnn-x3d srcnn-x3e
 # x4 gets a second cycle too, longer and with a lower peak learning rate (3e-4: less
-# of the restart dip).
+# of the restart dip), then a third and a fourth on 48x48 patches like x3's.
 sruc train "$data" --model srcnn --scale 4 --steps 40000 --batch-size 128 --lr 3e-4 \
     --val-every 1000 --log-every 250 --save-every-minutes 5 --seed 1 \
     --init "$runs/srcnn-x4/best.pt" --out "$runs/srcnn-x4b" $opts
-# ... then a third and a fourth, on 48x48 patches like x3's.
-sruc train "$data" --model srcnn --scale 4 --steps 40000 --batch-size 60 --patch-size 48 \
-    --lr 2e-4 --val-every 1000 --log-every 250 --save-every-minutes 5 --seed 2 \
-    --init "$runs/srcnn-x4b/best.pt" --out "$runs/srcnn-x4c" $opts
-sruc train "$data" --model srcnn --scale 4 --steps 40000 --batch-size 60 --patch-size 48 \
-    --lr 2e-4 --val-every 1000 --log-every 250 --save-every-minutes 5 --seed 3 \
-    --init "$runs/srcnn-x4c/best.pt" --out "$runs/srcnn-x4d" $opts
+srcnn48 4 40000 2e-4 2 srcnn-x4b srcnn-x4c
+srcnn48 4 40000 2e-4 3 srcnn-x4c srcnn-x4d
 
 # Publish: the best validation checkpoint of each run, under its registry file name.
 copy() {
