@@ -192,6 +192,34 @@ def test_resume_follows_the_same_trajectory(images: Path, tmp_path: Path) -> Non
     assert logged("resumed") == logged("straight")
 
 
+def test_ema_averages_the_weights_and_resumes_exactly(images: Path, tmp_path: Path) -> None:
+    """--ema: validation, best.pt and last.pt use the moving average, which
+    starts as the weights after step 1 and then moves (1 - decay) towards them
+    each step; state.pt keeps both, so a resumed run ends where a straight one does."""
+    assert "ema" not in tiny_config(images, tmp_path).resolved()  # older runs still resume
+    straight = train(tiny_config(images, tmp_path / "straight", ema=0.9))
+    out = tmp_path / "resumed"
+    states = []
+    for stop in (1, 2, None):
+        resumed = train(tiny_config(images, out, ema=0.9, stop_after=stop))
+        states.append(torch.load(out / "state.pt", weights_only=True))
+    one, two, end = states
+    assert (one["step"], two["step"], end["step"]) == (1, 2, 6)
+    for name, w in one["model"].items():
+        assert torch.equal(one["ema"][f"module.{name}"], w), name
+        expected = 0.9 * one["ema"][f"module.{name}"] + 0.1 * two["model"][name]
+        assert torch.allclose(two["ema"][f"module.{name}"], expected, atol=1e-7), name
+
+    ref = torch.load(tmp_path / "straight" / "state.pt", weights_only=True)
+    last = checkpoint.load(out / "last.pt")
+    assert last.meta["ema"] == 0.9 and resumed.best_psnr == straight.best_psnr
+    for name, w in end["model"].items():
+        averaged = end["ema"][f"module.{name}"]
+        assert torch.equal(averaged, ref["ema"][f"module.{name}"]), name
+        assert torch.equal(last.state_dict[name], averaged), name
+        assert not torch.equal(averaged, w), name
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_fused_cpu_forward_trains_like_autocast(
     images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str
@@ -226,7 +254,7 @@ def test_a_different_config_is_refused_and_nothing_changes(
     out = tmp_path / "run"
     train(tiny_config(images, out, steps=2))
     before = files(out)
-    for extra in (["--lr", "0.01"], ["--resume", "--lr", "0.01"], ["--seed", "5"]):
+    for extra in (["--lr", "0.01"], ["--resume", "--lr", "0.01"], ["--seed", "5"], ["--ema", ".9"]):
         args = ["--steps", "2", "--val-every", "3", "--seed", "1", *TINY, *FAST, *extra]
         code, stdout, err = run(capsys, "train", images, "--out", out, *args)
         assert code == 1 and stdout == ""
@@ -333,6 +361,7 @@ def _too_small(root: Path) -> None:
         (_empty, ["--model-config", "{depth"], 2, "not valid JSON"),
         (_empty, ["--model-config", '{"layers": 3}'], 2, "layers"),
         (_empty, ["--val-split", "0.9"], 2, "--val-split"),
+        (_empty, ["--ema", "1"], 2, "--ema must be in [0, 1)"),
     ],
 )
 def test_bad_input_is_one_line(

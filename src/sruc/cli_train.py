@@ -202,6 +202,11 @@ def _renderer(quiet: bool) -> Iterator[Any]:
     help="Start from these weights (a checkpoint file or a registered name such as vdsr) "
     "to fine-tune them on IMAGES.",
 )
+@click.option(
+    "--ema", type=float, default=0.0, metavar="DECAY",
+    help="Validate and save a moving average of the weights with this decay per step, "
+    "e.g. 0.999 (0: off). [default: 0]",
+)  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="No progress or summary.")
 def train(
     images: Path,
@@ -228,6 +233,7 @@ def train(
     stop_after: int | None,
     max_minutes: float | None,
     init: str | None,
+    ema: float,
     quiet: bool,
 ) -> None:
     """Train SRCNN or VDSR on a folder of images (searched recursively).
@@ -273,6 +279,7 @@ def train(
         stop_after=stop_after,
         max_minutes=max_minutes,
         init=init,
+        ema=ema,
     )
     with _renderer(quiet) as progress:
         result = run_training(config, progress=progress)

@@ -10,10 +10,15 @@ minutes an atomic training state. Helpers follow.
 A run folder holds::
 
     config.json      the configuration, for people (state.pt is authoritative)
-    state.pt         everything needed to continue (weights, optimiser, scheduler,
-                     step, RNG states, sampler position); loads with weights_only=True
+    state.pt         everything needed to continue (weights, their moving average
+                     with --ema, optimiser, scheduler, step, RNG states, sampler
+                     position); loads with weights_only=True
     best.pt          the weights with the best validation PSNR (a sruc checkpoint)
     last.pt          the latest weights (a sruc checkpoint)
+
+With ``ema`` (e.g. 0.999) the weights validated and written to best.pt and
+last.pt are an exponential moving average of the trained ones, which smooths
+the step-to-step jitter of the validation PSNR.
     metrics.jsonl    one JSON object per log line and per validation
     val_psnr.png     validation PSNR per scale over the steps
 
@@ -53,6 +58,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.optim import swa_utils
 
 from sruc import __version__, checkpoint, fsutil, models
 from sruc.data import ImageSet, PatchCache, load_images, split_validation
@@ -191,6 +197,7 @@ class TrainConfig:
     stop_after: int | None = None  # stop (with a saved state) after this step; resume later
     max_minutes: float | None = None  # stop (with a saved state) after this much wall time
     init: str | None = None  # start from these weights: a checkpoint file or a registry name
+    ema: float = 0.0  # decay of a moving average of the weights, validated and saved (0: off)
 
     def resolved(self) -> dict[str, Any]:
         """The fields that define the trajectory, defaults filled in (JSON-like)."""
@@ -210,6 +217,8 @@ class TrainConfig:
             "val_crop": self.val_crop,
             "val_every": self.val_every or max(1, self.steps // 10),
             "seed": self.seed,
+            # Only when on, so that runs started before the option still resume.
+            **({"ema": self.ema} if self.ema else {}),
         }
 
 
@@ -382,11 +391,21 @@ def _train(
     opt = _optimizer(net, recipe, run["lr"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: recipe.factor(s, steps))
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    # --ema: validation, best.pt and last.pt use the exponential moving average of
+    # the weights (it starts as a copy of the weights after the first step).
+    avg = (
+        swa_utils.AveragedModel(net, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(cfg.ema))
+        if cfg.ema
+        else None
+    )
+    kept: nn.Module = avg.module if avg is not None else net  # what is validated and saved
     best: dict[str, Any] = {"psnr": -math.inf, "step": 0, "scores": {}}
     history: list[list[Any]] = []  # [step, [psnr per scale]]
     wall_before = 0.0
     if state is not None:
         net.load_state_dict(state["model"])
+        if avg is not None:
+            avg.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -419,6 +438,7 @@ def _train(
             "batch_size": batch,
             "patch_size": patch,
             "lr": run["lr"],
+            **({"ema": cfg.ema} if cfg.ema else {}),  # the weights are this moving average
             "images": len(images),
             "val_images": len(val_set),
             # Fine-tuned: what it started from (SHA-256 of the starting tensors).
@@ -426,13 +446,14 @@ def _train(
         }
 
     def save_state(done: int) -> None:
-        _write_checkpoint(net, scales, meta(done, latest), out / "last.pt")
+        _write_checkpoint(kept, scales, meta(done, latest), out / "last.pt")
         blob = {
             "format": STATE_FORMAT,
             "run": run,
             "config": _jsonable(dataclasses.asdict(cfg)),
             "step": done,
             "model": net.state_dict(),
+            **({"ema": avg.state_dict()} if avg is not None else {}),
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
             "scaler": scaler.state_dict(),
@@ -486,6 +507,8 @@ def _train(
         scaler.step(opt)
         scaler.update()
         sched.step()
+        if avg is not None:
+            avg.update_parameters(net)
         done = step + 1
         win["loss"] += F.mse_loss(pred.detach(), y)
         win["n"] += 1
@@ -534,14 +557,14 @@ def _train(
         if done % run["val_every"] == 0 or done == steps:
             if ddp.main:
                 t_val = time.perf_counter()
-                latest = evaluate(net, val_hr, scales, device, fmt)
+                latest = evaluate(kept, val_hr, scales, device, fmt)
                 mean = _mean(latest.values())
                 improved = mean > best["psnr"]
                 history.append([done, [latest[s] for s in scales]])
                 if improved:
                     scores = {str(s): v for s, v in latest.items()}
                     best = {"psnr": mean, "step": done, "scores": scores}
-                    _write_checkpoint(net, scales, meta(done, latest), out / "best.pt")
+                    _write_checkpoint(kept, scales, meta(done, latest), out / "best.pt")
                 _append_jsonl(
                     out / "metrics.jsonl",
                     {
@@ -684,6 +707,8 @@ def _check_config(cfg: TrainConfig) -> None:
         raise UsageError(f"downscale factors must be in (0, 1], got {cfg.downscales}")
     if cfg.precision not in PRECISIONS:
         raise UsageError(f"unknown precision {cfg.precision!r}; use {', '.join(PRECISIONS)}")
+    if not 0 <= cfg.ema < 1:
+        raise UsageError(f"--ema must be in [0, 1), e.g. 0.999 (0: off), got {cfg.ema}")
     if not cfg.save_every_minutes > 0:
         raise UsageError(f"--save-every-minutes must be positive, got {cfg.save_every_minutes}")
     _build(cfg.model, cfg.model_config)  # a bad --model-config fails here, not later
