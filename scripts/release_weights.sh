@@ -46,11 +46,12 @@ sruc train "$data" --model srcnn --scale 3 --steps 20000 --batch-size 128 \
     --init "$runs/srcnn-x3/best.pt" --out "$runs/srcnn-x3b" $opts
 
 # Later SRCNN cycles train on 48x48 patches (batch 60 keeps the pixels per step of
-# 128 33x33 patches), each from an earlier run's best: srcnn48 SCALE STEPS LR SEED FROM TO
+# 128 33x33 patches), each from an earlier run's best:
+# srcnn48 SCALE STEPS LR SEED FROM TO [more sruc train options]
 srcnn48() {
     sruc train "$data" --model srcnn --scale "$1" --steps "$2" --batch-size 60 --patch-size 48 \
         --lr "$3" --val-every 1000 --log-every 250 --save-every-minutes 5 --seed "$4" \
-        --init "$runs/$5/best.pt" --out "$runs/$6" $opts
+        --init "$runs/$5/best.pt" --out "$runs/$6" "${@:7}" $opts
 }
 # x3's third cycle (lr scaled by sqrt(60/128)): a 6,000-step trial from the same start
 # gave +0.009 dB validation over 33x33 patches, and 20% more pixels per second. A
@@ -66,6 +67,9 @@ sruc train "$data" --model srcnn --scale 4 --steps 40000 --batch-size 128 --lr 3
     --init "$runs/srcnn-x4/best.pt" --out "$runs/srcnn-x4b" $opts
 srcnn48 4 40000 2e-4 2 srcnn-x4b srcnn-x4c
 srcnn48 4 40000 2e-4 3 srcnn-x4c srcnn-x4d
+# A fifth keeps a moving average of the weights: it beat x4d on the whole
+# validation images (28.965 vs 28.953 dB).
+srcnn48 4 40000 2e-4 5 srcnn-x4d srcnn-x4f --ema 0.999
 
 # Publish: the best validation checkpoint of each run, under its registry file name.
 copy() {
@@ -76,4 +80,4 @@ copy() {
 copy "$runs/vdsr-2/best.pt" vdsr.pt
 copy "$runs/srcnn-x2/best.pt" srcnn-x2.pt
 copy "$runs/srcnn-x3e/best.pt" srcnn-x3.pt
-copy "$runs/srcnn-x4d/best.pt" srcnn-x4.pt
+copy "$runs/srcnn-x4f/best.pt" srcnn-x4.pt
