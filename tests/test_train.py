@@ -195,8 +195,9 @@ def test_resume_follows_the_same_trajectory(images: Path, tmp_path: Path) -> Non
 def test_ema_averages_the_weights_and_resumes_exactly(images: Path, tmp_path: Path) -> None:
     """--ema: validation, best.pt and last.pt use the moving average, which
     starts as the weights after step 1 and then moves (1 - decay) towards them
-    each step; state.pt keeps both, so a resumed run ends where a straight one does."""
-    assert "ema" not in tiny_config(images, tmp_path).resolved()  # older runs still resume
+    each step; state.pt keeps both, so a resumed run ends where a straight one
+    does. Switched on when resuming, the average starts at that step, and the
+    trained weights follow the same trajectory as without it."""
     straight = train(tiny_config(images, tmp_path / "straight", ema=0.9))
     out = tmp_path / "resumed"
     states = []
@@ -218,6 +219,16 @@ def test_ema_averages_the_weights_and_resumes_exactly(images: Path, tmp_path: Pa
         assert torch.equal(averaged, ref["ema"][f"module.{name}"]), name
         assert torch.equal(last.state_dict[name], averaged), name
         assert not torch.equal(averaged, w), name
+
+    late = tmp_path / "late"
+    train(tiny_config(images, late, stop_after=2))
+    train(tiny_config(images, late, ema=0.9, stop_after=3))
+    three = torch.load(late / "state.pt", weights_only=True)
+    train(tiny_config(images, late, ema=0.9))
+    final = torch.load(late / "state.pt", weights_only=True)
+    for name, w in three["model"].items():
+        assert torch.equal(three["ema"][f"module.{name}"], w), name
+        assert torch.equal(final["model"][name], ref["model"][name]), name
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -254,7 +265,7 @@ def test_a_different_config_is_refused_and_nothing_changes(
     out = tmp_path / "run"
     train(tiny_config(images, out, steps=2))
     before = files(out)
-    for extra in (["--lr", "0.01"], ["--resume", "--lr", "0.01"], ["--seed", "5"], ["--ema", ".9"]):
+    for extra in (["--lr", "0.01"], ["--resume", "--lr", "0.01"], ["--seed", "5"]):
         args = ["--steps", "2", "--val-every", "3", "--seed", "1", *TINY, *FAST, *extra]
         code, stdout, err = run(capsys, "train", images, "--out", out, *args)
         assert code == 1 and stdout == ""

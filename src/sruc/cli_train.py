@@ -205,7 +205,7 @@ def _renderer(quiet: bool) -> Iterator[Any]:
 @click.option(
     "--ema", type=float, default=0.0, metavar="DECAY",
     help="Validate and save a moving average of the weights with this decay per step, "
-    "e.g. 0.999 (0: off). [default: 0]",
+    "e.g. 0.999 (0: off); may be switched on when resuming. [default: 0]",
 )  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="No progress or summary.")
 def train(

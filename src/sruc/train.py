@@ -198,6 +198,7 @@ class TrainConfig:
     max_minutes: float | None = None  # stop (with a saved state) after this much wall time
     init: str | None = None  # start from these weights: a checkpoint file or a registry name
     ema: float = 0.0  # decay of a moving average of the weights, validated and saved (0: off)
+    # (switched on or changed when resuming, the average starts at that step's weights)
 
     def resolved(self) -> dict[str, Any]:
         """The fields that define the trajectory, defaults filled in (JSON-like)."""
@@ -217,9 +218,7 @@ class TrainConfig:
             "val_crop": self.val_crop,
             "val_every": self.val_every or max(1, self.steps // 10),
             "seed": self.seed,
-            # Only when on, so that runs started before the option still resume.
-            **({"ema": self.ema} if self.ema else {}),
-        }
+        }  # not `ema`: the average never steers training, so it may change on resume
 
 
 @dataclass
@@ -404,7 +403,7 @@ def _train(
     wall_before = 0.0
     if state is not None:
         net.load_state_dict(state["model"])
-        if avg is not None:
+        if avg is not None and state.get("ema_decay") == cfg.ema:
             avg.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -453,7 +452,7 @@ def _train(
             "config": _jsonable(dataclasses.asdict(cfg)),
             "step": done,
             "model": net.state_dict(),
-            **({"ema": avg.state_dict()} if avg is not None else {}),
+            **({"ema": avg.state_dict(), "ema_decay": cfg.ema} if avg is not None else {}),
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
             "scaler": scaler.state_dict(),
@@ -475,6 +474,8 @@ def _train(
     )
     if start:
         summary = f"resuming at step {start}; {summary}"
+        if avg is not None and not int(avg.n_averaged):
+            summary += f"; the moving average (--ema {cfg.ema:g}) starts here"
     emit(TrainEvent("start", start, steps, message=summary))
 
     # The loop. `done` counts finished steps: the state after step `done - 1`.
