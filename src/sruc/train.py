@@ -15,12 +15,12 @@ A run folder holds::
                      position); loads with weights_only=True
     best.pt          the weights with the best validation PSNR (a sruc checkpoint)
     last.pt          the latest weights (a sruc checkpoint)
+    metrics.jsonl    one JSON object per log line and per validation
+    val_psnr.png     validation PSNR per scale over the steps
 
 With ``ema`` (e.g. 0.999) the weights validated and written to best.pt and
 last.pt are an exponential moving average of the trained ones, which smooths
 the step-to-step jitter of the validation PSNR.
-    metrics.jsonl    one JSON object per log line and per validation
-    val_psnr.png     validation PSNR per scale over the steps
 
 Data parallelism: under ``torchrun`` (``RANK``/``WORLD_SIZE`` set) every process
 trains a DDP replica on its own disjoint slice of each global batch (NCCL on
