@@ -25,7 +25,7 @@ from sruc.data import PatchCache
 from sruc.errors import SrucWarning
 from sruc.models.fused import conv_relu_op
 from sruc.plot import nice_ticks
-from sruc.train import RECIPES, TrainConfig, loss_region, train
+from sruc.train import RECIPES, TrainConfig, train
 
 TINY = ["--model-config", '{"depth": 3, "width": 8}', "--batch-size", "4", "--patch-size", "16"]
 FAST = ["--val-crop", "32", "--log-every", "2", "-q"]
@@ -231,40 +231,6 @@ def test_ema_averages_the_weights_and_resumes_exactly(images: Path, tmp_path: Pa
         assert torch.equal(final["model"][name], ref["model"][name]), name
 
 
-def test_loss_margin_leaves_the_patch_edges_out_of_the_loss(
-    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """--loss-margin M: errors within M pixels of a patch edge cost nothing and
-    steer nothing; the margin is part of the run (recorded, and a resume with
-    another margin is refused), and a run without it records nothing, so runs
-    made before the option still resume."""
-    torch.manual_seed(0)
-    pred = torch.rand(2, 1, 12, 12, requires_grad=True)
-    target = pred.detach().clone()
-    target[..., :3, :] += 0.5  # wrong only within 3 pixels of an edge
-    target[..., :, -2:] -= 0.5
-    for recipe in RECIPES.values():
-        loss = recipe.loss_fn(loss_region(pred, 3), loss_region(target, 3))
-        loss.backward()
-        assert loss.item() == 0 and pred.grad is not None and not pred.grad.any(), recipe.name
-        assert recipe.loss_fn(loss_region(pred, 1), loss_region(target, 1)).item() > 0
-    assert loss_region(pred, 3).shape == (2, 1, 6, 6) and loss_region(pred, 0) is pred
-
-    plain = train(tiny_config(images, tmp_path / "plain", steps=2))
-    edged = train(tiny_config(images, tmp_path / "edged", steps=2, loss_margin=4))
-    state = torch.load(tmp_path / "plain" / "state.pt", weights_only=True)
-    assert "loss_margin" not in state["run"]
-    state = torch.load(tmp_path / "edged" / "state.pt", weights_only=True)
-    assert state["run"]["loss_margin"] == 4
-    assert checkpoint.load(tmp_path / "edged" / "best.pt").meta["loss_margin"] == 4
-    assert plain.best_psnr != edged.best_psnr
-    for margin in ("0", "2"):
-        args = ["--steps", "2", "--val-every", "3", "--seed", "1", *TINY, *FAST]
-        code, _, err = run(capsys, "train", images, "--out", tmp_path / "edged", *args,
-                           "--loss-margin", margin)  # fmt: skip
-        assert code == 1 and "different configuration (loss_margin 4 -> " in err, err
-
-
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_fused_cpu_forward_trains_like_autocast(
     images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str
@@ -407,8 +373,6 @@ def _too_small(root: Path) -> None:
         (_empty, ["--model-config", '{"layers": 3}'], 2, "layers"),
         (_empty, ["--val-split", "0.9"], 2, "--val-split"),
         (_empty, ["--ema", "1"], 2, "--ema must be in [0, 1)"),
-        (_empty, ["--loss-margin", "-1"], 2, "--loss-margin must be 0 or more"),
-        (_empty, ["--loss-margin", "7"], 2, "use a larger --patch-size (at least 18)"),
     ],
 )
 def test_bad_input_is_one_line(

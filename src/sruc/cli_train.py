@@ -207,11 +207,6 @@ def _renderer(quiet: bool) -> Iterator[Any]:
     help="Validate and save a moving average of the weights with this decay per step, "
     "e.g. 0.999 (0: off); may be switched on when resuming. [default: 0]",
 )  # fmt: skip
-@click.option(
-    "--loss-margin", type=int, default=0, show_default=True, metavar="PIXELS",
-    help="Leave this many pixels at each patch edge out of the loss, where the padded "
-    "convolutions see zeros (the receptive radius: 8 for SRCNN 9-5-5, 20 for VDSR).",
-)  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="No progress or summary.")
 def train(
     images: Path,
@@ -239,7 +234,6 @@ def train(
     max_minutes: float | None,
     init: str | None,
     ema: float,
-    loss_margin: int,
     quiet: bool,
 ) -> None:
     """Train SRCNN or VDSR on a folder of images (searched recursively).
@@ -286,7 +280,6 @@ def train(
         max_minutes=max_minutes,
         init=init,
         ema=ema,
-        loss_margin=loss_margin,
     )
     with _renderer(quiet) as progress:
         result = run_training(config, progress=progress)

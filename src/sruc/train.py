@@ -199,7 +199,6 @@ class TrainConfig:
     init: str | None = None  # start from these weights: a checkpoint file or a registry name
     ema: float = 0.0  # decay of a moving average of the weights, validated and saved (0: off)
     # (switched on or changed when resuming, the average starts at that step's weights)
-    loss_margin: int = 0  # pixels at each patch edge left out of the loss (0: whole patch)
 
     def resolved(self) -> dict[str, Any]:
         """The fields that define the trajectory, defaults filled in (JSON-like)."""
@@ -219,8 +218,6 @@ class TrainConfig:
             "val_crop": self.val_crop,
             "val_every": self.val_every or max(1, self.steps // 10),
             "seed": self.seed,
-            # Only when set, so that runs from before the option still resume.
-            **({"loss_margin": self.loss_margin} if self.loss_margin else {}),
         }  # not `ema`: the average never steers training, so it may change on resume
 
 
@@ -330,7 +327,6 @@ def _train(
     recipe = resolve_recipe(cfg.recipe, cfg.model)
     scales: list[int] = run["scales"]
     steps, batch, patch = run["steps"], run["batch_size"], run["patch_size"]
-    margin = int(run.get("loss_margin", 0))
     if batch % ddp.world_size:
         raise UsageError(
             f"--batch-size {batch} is not a multiple of the {ddp.world_size} processes"
@@ -442,7 +438,6 @@ def _train(
             "patch_size": patch,
             "lr": run["lr"],
             **({"ema": cfg.ema} if cfg.ema else {}),  # the weights are this moving average
-            **({"loss_margin": margin} if margin else {}),
             "images": len(images),
             "val_images": len(val_set),
             # Fine-tuned: what it started from (SHA-256 of the starting tensors).
@@ -504,7 +499,6 @@ def _train(
             with autocast:
                 pred = model(x)  # (b, 1, P, P)
         pred = pred.float()  # the loss is computed in float32 whatever the autocast dtype
-        pred, y = loss_region(pred, margin), loss_region(y, margin)
         loss = recipe.loss_fn(pred, y)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -633,18 +627,6 @@ def _train(
     return result
 
 
-def loss_region(t: torch.Tensor, margin: int) -> torch.Tensor:
-    """The part of ``(B, C, P, P)`` patches that the loss sees: ``margin`` pixels
-    less on each side. The models pad every convolution with zeros, so output
-    pixels within their receptive radius of a patch edge (8 for SRCNN 9-5-5, 20
-    for VDSR) are computed from made-up zeros that whole images mostly do not
-    have; a margin keeps them out of the gradient, as the papers' unpadded
-    training does."""
-    if margin <= 0:
-        return t
-    return t[..., margin:-margin, margin:-margin]
-
-
 def evaluate(
     net: nn.Module,
     images: list[torch.Tensor],
@@ -728,14 +710,6 @@ def _check_config(cfg: TrainConfig) -> None:
         raise UsageError(f"unknown precision {cfg.precision!r}; use {', '.join(PRECISIONS)}")
     if not 0 <= cfg.ema < 1:
         raise UsageError(f"--ema must be in [0, 1), e.g. 0.999 (0: off), got {cfg.ema}")
-    if cfg.loss_margin < 0:
-        raise UsageError(f"--loss-margin must be 0 or more pixels, got {cfg.loss_margin}")
-    patch = cfg.patch_size or MODEL_DEFAULTS.get(cfg.model, MODEL_DEFAULTS["vdsr"])["patch_size"]
-    if patch - 2 * cfg.loss_margin < 4:
-        raise UsageError(
-            f"--loss-margin {cfg.loss_margin} leaves less than 4x4 pixels of a {patch}x{patch} "
-            f"patch in the loss; use a larger --patch-size (at least {2 * cfg.loss_margin + 4})"
-        )
     if not cfg.save_every_minutes > 0:
         raise UsageError(f"--save-every-minutes must be positive, got {cfg.save_every_minutes}")
     _build(cfg.model, cfg.model_config)  # a bad --model-config fails here, not later
