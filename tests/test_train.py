@@ -231,6 +231,22 @@ def test_ema_averages_the_weights_and_resumes_exactly(images: Path, tmp_path: Pa
         assert torch.equal(final["model"][name], ref["model"][name]), name
 
 
+def test_downscales_choose_the_augmentation(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--downscales: the HR factors the pairs are made at, part of the run."""
+    counts = {}
+    for factors in ("1", "1,0.9,0.7"):
+        out = tmp_path / factors
+        code, _, err = run(capsys, "train", images, "--out", out, "--steps", "1",
+                           "--downscales", factors, *TINY, *FAST[:-1])  # fmt: skip
+        assert code == 0, err
+        state = torch.load(out / "state.pt", weights_only=True)
+        assert state["run"]["downscales"] == [float(f) for f in factors.split(",")]
+        counts[factors] = int(err.split(" pairs,")[0].rsplit(" ", 1)[-1])
+    assert 0 < counts["1"] < counts["1,0.9,0.7"]
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_fused_cpu_forward_trains_like_autocast(
     images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str
@@ -373,6 +389,8 @@ def _too_small(root: Path) -> None:
         (_empty, ["--model-config", '{"layers": 3}'], 2, "layers"),
         (_empty, ["--val-split", "0.9"], 2, "--val-split"),
         (_empty, ["--ema", "1"], 2, "--ema must be in [0, 1)"),
+        (_empty, ["--downscales", "1,0"], 2, "--downscales must be in (0, 1], e.g. 1,0.7,0.5"),
+        (_empty, ["--downscales", "1;0.5"], 2, "not a comma-separated list"),
     ],
 )
 def test_bad_input_is_one_line(

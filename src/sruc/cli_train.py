@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,14 +21,23 @@ from sruc.errors import SrucError
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def _parse_scales(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
-    try:
-        scales = tuple(float(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
-    if not scales:
-        raise click.BadParameter("give at least one scale, e.g. 2,3,4")
-    return scales
+_Callback = Callable[[click.Context, click.Parameter, str], tuple[float, ...]]
+
+
+def _number_list(example: str) -> _Callback:
+    """A click callback parsing a comma-separated list of numbers, e.g. ``2,3,4``."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+        try:
+            numbers = tuple(float(v) for v in value.split(",") if v.strip())
+        except ValueError:
+            message = f"{value!r} is not a comma-separated list of numbers"
+            raise click.BadParameter(message) from None
+        if not numbers:
+            raise click.BadParameter(f"give at least one, e.g. {example}")
+        return numbers
+
+    return parse
 
 
 def _parse_json(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, Any]:
@@ -145,7 +154,7 @@ def _renderer(quiet: bool) -> Iterator[Any]:
     help="Architecture to train.",
 )  # fmt: skip
 @click.option(
-    "-s", "--scale", "scales", default="2,3,4", show_default=True, callback=_parse_scales,
+    "-s", "--scale", "scales", default="2,3,4", show_default=True, callback=_number_list("2,3,4"),
     help="Whole-number scales 2..8, comma-separated (SRCNN: one).",
 )  # fmt: skip
 @click.option(
@@ -165,6 +174,11 @@ def _renderer(quiet: bool) -> Iterator[Any]:
     "--patch-size", type=int, default=None, help="Patch edge. [default: 41 VDSR, 33 SRCNN]"
 )
 @click.option("--lr", type=float, default=None, help="Base learning rate. [default: the recipe's]")
+@click.option(
+    "--downscales", default="1,0.7,0.5", show_default=True,
+    callback=_number_list("1 (no downscaling)"),
+    help="HR downscale factors in (0, 1] for augmentation, comma-separated (1: as is).",
+)  # fmt: skip
 @click.option("--val", type=click.Path(path_type=Path), default=None, help="Validation images.")
 @click.option(
     "--val-split", type=float, default=None,
@@ -219,6 +233,7 @@ def train(
     batch_size: int | None,
     patch_size: int | None,
     lr: float | None,
+    downscales: tuple[float, ...],
     val: Path | None,
     val_split: float | None,
     val_crop: int,
@@ -265,6 +280,7 @@ def train(
         batch_size=batch_size,
         patch_size=patch_size,
         lr=lr,
+        downscales=downscales,
         val=str(val) if val is not None else None,
         val_split=val_split,
         val_crop=val_crop,

@@ -705,7 +705,8 @@ def _check_config(cfg: TrainConfig) -> None:
     if cfg.val_crop < 0:
         raise UsageError(f"--val-crop must be 0 (whole images) or a size, got {cfg.val_crop}")
     if not cfg.downscales or not all(0 < f <= 1 for f in cfg.downscales):
-        raise UsageError(f"downscale factors must be in (0, 1], got {cfg.downscales}")
+        given = ",".join(f"{f:g}" for f in cfg.downscales)
+        raise UsageError(f"--downscales must be in (0, 1], e.g. 1,0.7,0.5; got {given}")
     if cfg.precision not in PRECISIONS:
         raise UsageError(f"unknown precision {cfg.precision!r}; use {', '.join(PRECISIONS)}")
     if not 0 <= cfg.ema < 1:
