@@ -107,18 +107,18 @@ PRETRAINED: tuple[Weights, ...] = (
         scales=(2.0, 3.0, 4.0),
         file="vdsr.pt",
         size=2677495,
-        sha256="2805f0e5bef42371d949a218a623f9cc1843b90e53df73e6f2404ca327662832",
+        sha256="b5bcba5fb0513d37d180102851c003c81142a166a62321a854b51c1ae151aafb",
         url="vdsr.pt",
         psnr={
-            "Set5": {2.0: 37.263, 3.0: 33.393, 4.0: 31.103},
-            "Set14": {2.0: 32.844, 3.0: 29.686, 4.0: 27.903},
+            "Set5": {2.0: 37.271, 3.0: 33.401, 4.0: 31.104},
+            "Set14": {2.0: 32.866, 3.0: 29.694, 4.0: 27.905},
         },
         trained=_TRAINED_ON
         + "16,000 Adam steps of 64 41x41 patches, a second cosine cycle from those "
         "weights (peak lr 3e-4, 60,000 steps), then a third from the second's best "
         "(32 64x64 patches per step, peak lr 1e-4, --ema 0.999 from step 10,000): 4.9M "
-        "41x41 and 0.6M 64x64 patches up to the chosen step, bf16, 2 CPU cores, "
-        "11 h 59 min; the average at step 18,000 of the third cycle (of 50,000)",
+        "41x41 and 1.1M 64x64 patches up to the chosen step, bf16, 2 CPU cores, "
+        "13 h 52 min; the average at step 33,648 of the third cycle (of 50,000)",
     ),
     _srcnn(
         2,
