@@ -107,18 +107,20 @@ PRETRAINED: tuple[Weights, ...] = (
         scales=(2.0, 3.0, 4.0),
         file="vdsr.pt",
         size=2677495,
-        sha256="b5bcba5fb0513d37d180102851c003c81142a166a62321a854b51c1ae151aafb",
+        sha256="227646e4f3f6b71af70dc873a2dd2fc78993aae28ce4205a2ea6a4cf9d2498bd",
         url="vdsr.pt",
         psnr={
-            "Set5": {2.0: 37.271, 3.0: 33.401, 4.0: 31.104},
-            "Set14": {2.0: 32.866, 3.0: 29.694, 4.0: 27.905},
+            "Set5": {2.0: 37.274, 3.0: 33.397, 4.0: 31.108},
+            "Set14": {2.0: 32.864, 3.0: 29.695, 4.0: 27.910},
         },
         trained=_TRAINED_ON
         + "16,000 Adam steps of 64 41x41 patches, a second cosine cycle from those "
         "weights (peak lr 3e-4, 60,000 steps), then a third from the second's best "
-        "(32 64x64 patches per step, peak lr 1e-4, --ema 0.999 from step 10,000): 4.9M "
-        "41x41 and 1.1M 64x64 patches up to the chosen step, bf16, 2 CPU cores, "
-        "13 h 52 min; the average at step 33,648 of the third cycle (of 50,000)",
+        "(32 64x64 patches per step, peak lr 1e-4, --ema 0.999 from step 10,000) "
+        "stopped at step 33,648 of 50,000, all in bf16, then a fourth in fp32 from that "
+        "average (peak lr 3e-5, 2,200 steps): 4.9M 41x41 and 1.1M 64x64 patches up to "
+        "the chosen step, 2 CPU cores, 15 h 33 min; the fourth cycle's average at "
+        "step 1,650",
     ),
     _srcnn(
         2,
