@@ -44,12 +44,14 @@ vdsr3 --ema 0.999 --stop-after 33648
 # stopped), validated on the whole validation images (--val-crop 0), and a fifth
 # like it from the fourth's best.pt (step 1,650 of 2,200): the shipped file is the
 # fifth's best.pt (step 2,000 of 4,000).
-sruc train "$data" --model vdsr --scale 2,3,4 --steps 2200 --batch-size 32 --patch-size 64 \
-    --lr 3e-5 --val-crop 0 --val-every 550 --log-every 50 --save-every-minutes 5 --seed 3 \
-    --init "$runs/vdsr-3/last.pt" --out "$runs/vdsr-4" --ema 0.999 --precision fp32 $opts
-sruc train "$data" --model vdsr --scale 2,3,4 --steps 4000 --batch-size 32 --patch-size 64 \
-    --lr 3e-5 --val-crop 0 --val-every 500 --log-every 50 --save-every-minutes 5 --seed 4 \
-    --init "$runs/vdsr-4/best.pt" --out "$runs/vdsr-5" --ema 0.999 --precision fp32 $opts
+# vdsr_fp32 STEPS VAL_EVERY SEED FROM_CHECKPOINT TO
+vdsr_fp32() {
+    sruc train "$data" --model vdsr --scale 2,3,4 --steps "$1" --batch-size 32 --patch-size 64 \
+        --lr 3e-5 --val-crop 0 --val-every "$2" --log-every 50 --save-every-minutes 5 --seed "$3" \
+        --init "$4" --out "$runs/$5" --ema 0.999 --precision fp32 $opts
+}
+vdsr_fp32 2200 550 3 "$runs/vdsr-3/last.pt" vdsr-4
+vdsr_fp32 4000 500 4 "$runs/vdsr-4/best.pt" vdsr-5
 
 # SRCNN 9-5-5: one model per scale. x3 from scratch; x2 and x4 start from the x3
 # weights (the features of a 3-layer network hardly depend on the scale, so this
