@@ -8,13 +8,15 @@
 # DATA: the training images (default ../shared/datasets/train: T91 + BSD200, the
 #       papers' 291 images); 5% of them are held out for validation (seed 0) and
 #       best.pt is chosen on that split, never on Set5/Set14.
-# RUNS: where the run folders go (default release/). Each run resumes if
-#       interrupted: run the script again with the same arguments.
+# RUNS: where the run folders go (default runs/release, which git ignores). Each
+#       run resumes if interrupted: run the script again with the same arguments.
+#       release/ keeps the record (config.json, metrics.jsonl, val_psnr.png) of
+#       the runs that made the shipped files; their checkpoints are in git history.
 # Extra options for every run (e.g. --max-minutes 60, --device cuda) go in
 # SRUC_TRAIN_OPTS.
 set -euo pipefail
 data=${1:-../shared/datasets/train}
-runs=${2:-release}
+runs=${2:-runs/release}
 here=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck disable=SC2086
 opts=${SRUC_TRAIN_OPTS:-}
@@ -30,7 +32,7 @@ sruc train "$data" --model vdsr --scale 2,3,4 --steps 60000 --batch-size 64 --lr
     --init "$runs/vdsr/best.pt" --out "$runs/vdsr-2" $opts
 # ... and a third from the second's best, on 64x64 patches (every output pixel of a
 # 41x41 patch sees the zero padding of its 41-pixel receptive field), 32 per step.
-# A moving average of the weights (--ema) from step 10,000 on. In progress; the
+# A moving average of the weights (--ema) from step 10,000 on. The
 # script stops it at step 33,648 of 50,000, whose average (last.pt there) beat the
 # run's best.pt (step 18,000 by the crops) on the whole validation images.
 vdsr3() {
