@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Train the release VDSR on a lent GPU machine (the workplace's `device` tool), whose
-# calls run at most 10 minutes each and take at most 64 MiB of files; release/GPU.md
-# gives the whole procedure.
+# Train release weights (VDSR by default) on a lent GPU machine (the workplace's
+# `device` tool), whose calls run at most 10 minutes each and take at most 64 MiB
+# of files; release/GPU.md gives the whole procedure.
 #
 #   bash scripts/device_release.sh pack [DATA]   # here, once: fills .devpack/
 #   bash scripts/device_release.sh train         # there, once per call
@@ -21,6 +21,7 @@
 #   MINUTES=8          training time of this call (the call's limit is 10 minutes)
 #   TOTAL_MINUTES=20   training time of the whole run, spread over the calls
 #   BATCH=128 PATCH=64 LR=2e-4 SEED=5 PRECISION=bf16 INIT=src/sruc/weights/vdsr.pt
+#   ARCH=vdsr SCALES=2,3,4   (SRCNN x4: ARCH=srcnn SCALES=4 INIT=src/sruc/weights/srcnn-x4.pt)
 #   EXTRA=""           more `sruc train` options (e.g. --model-config for a test)
 #   DEVICE=cuda
 #   RUN_FROM=.devpack/run   the run to resume (e.g. a committed release/vdsr-6)
@@ -86,7 +87,7 @@ train)
     if [ -d "$from" ]; then cp -r "$from" "$run"; fi
     init=${INIT-src/sruc/weights/vdsr.pt}
     # shellcheck disable=SC2206
-    common=(--model vdsr --scale 2,3,4 --batch-size "${BATCH:-128}" --patch-size "${PATCH:-64}"
+    common=(--model "${ARCH:-vdsr}" --scale "${SCALES:-2,3,4}" --batch-size "${BATCH:-128}" --patch-size "${PATCH:-64}"
         --lr "${LR:-2e-4}" --seed "${SEED:-5}" --precision "${PRECISION:-bf16}" --ema 0.999
         --val .devpack/val --val-crop 0 --device "${DEVICE:-cuda}" ${init:+--init "$init"} ${EXTRA:-})
     if [ -f "$run/state.pt" ]; then
