@@ -440,9 +440,9 @@ def test_sampler_is_stateless_and_ranks_are_disjoint() -> None:
 
 
 def test_recipe_schedules_scale_to_the_run() -> None:
-    vdsr = RECIPES["vdsr-paper"]
-    assert [vdsr.factor(s, 80) for s in (0, 19, 20, 40, 79)] == pytest.approx(
-        [1, 1, 0.1, 0.01, 0.001]
+    vdsr = RECIPES["vdsr-paper"]  # x0.1 every 10 of 50 epochs, as the port trains it
+    assert [vdsr.factor(s, 50) for s in (0, 9, 10, 20, 49)] == pytest.approx(
+        [1, 1, 0.1, 0.01, 0.0001]
     )
     assert RECIPES["adam"].factor(0, 10) == 1 and RECIPES["adam"].factor(10, 10) == 0
 
@@ -469,3 +469,153 @@ def test_two_gloo_processes_end_with_identical_weights(images: Path, tmp_path: P
     assert hashes[0] == hashes[1]
     assert proc.stdout.strip() == str(tmp_path / "ddp" / "best.pt")  # rank 0 alone prints
     assert checkpoint.load(tmp_path / "ddp" / "best.pt").meta["world_size"] == 2
+
+
+# --------------------------------------------------------------------------- the paper recipe
+
+PAPER = ["--recipe", "vdsr-paper", "--batch-size", "4", "--patch-size", "16"]
+
+
+def test_paper_recipe_clips_the_gradient_norm_to_exactly_theta(images: Path, tmp_path: Path) -> None:
+    """vdsr-paper clips the global gradient norm to a constant theta (0.4, or
+    --clip) at every step, whatever the lr, with the sum-of-squares loss: the
+    first SGD step from known weights moves them by exactly lr * theta."""
+    first = train(tiny_config(images, tmp_path / "a", recipe="vdsr-paper", steps=1, val_every=1))
+    start = checkpoint.load(first.last)
+    assert start.config["bias"] is False and not any("bias" in k for k in start.state_dict)
+    for theta in (0.4, 0.05):
+        out = tmp_path / f"clip{theta}"
+        cfg = tiny_config(images, out, recipe="vdsr-paper", init=str(first.last), model_config={},
+                          steps=1, val_every=1, log_every=1, lr=0.1,
+                          clip=None if theta == 0.4 else theta)  # fmt: skip
+        train(cfg)
+        moved = checkpoint.load(out / "last.pt").state_dict
+        # SGD's first step: w1 = w0 - lr * (clipped gradient + wd * w0).
+        grads = [(start.state_dict[k] - moved[k]) / 0.1 - 1e-4 * start.state_dict[k]
+                 for k in moved]  # fmt: skip
+        norm = torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))
+        assert float(norm) == pytest.approx(theta, rel=1e-3)
+        logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        raw = next(r["grad_norm"] for r in logged if r["kind"] == "train")
+        assert raw > theta  # the sum loss makes the raw norm large: it was clipped
+        state = torch.load(out / "state.pt", weights_only=True)
+        assert state["run"]["clip"] == theta and state["run"]["loss"] == "sum"
+        assert state["run"]["sampling"] == "grid"
+
+
+def test_paper_recipe_defaults(images: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(data=str(images), out=str(tmp_path / "x"), recipe="vdsr-paper")
+    run_ = cfg.resolved()
+    assert run_["batch_size"] == 128 and run_["model_config"] == {"bias": False}
+    assert (run_["clip"], run_["loss"], run_["sampling"]) == (0.4, "sum", "grid")
+    assert run_["lr"] == 0.1 and run_["downscales"] == [1.0, 0.7, 0.5]
+    # Biases back on, if asked for; adam keeps its own choices.
+    cfg.model_config = {"bias": True}
+    assert cfg.resolved()["model_config"] == {"bias": True}
+    adam = TrainConfig(data=str(images), out=str(tmp_path / "x")).resolved()
+    assert (adam["clip"], adam["loss"], adam["sampling"], adam["batch_size"]) == (
+        None, "mse", "random", 64,
+    )  # fmt: skip
+
+
+def test_bias_free_vdsr_round_trips(tmp_path: Path) -> None:
+    from sruc import models
+
+    net = models.build("vdsr", {"depth": 3, "width": 8, "bias": False})
+    assert not any("bias" in k for k in net.state_dict())
+    path = checkpoint.save(checkpoint.from_model(net, [2.0, 3.0]), tmp_path / "nobias.pt")
+    back = checkpoint.load(path)
+    assert back.config == {"channels": 1, "depth": 3, "width": 8, "kernel": 3, "bias": False}
+    x = torch.rand(1, 1, 20, 24)
+    with torch.no_grad():
+        assert torch.equal(back.build()(x), net.eval()(x))
+    # A VDSR with biases records nothing new, so files from before the option load as before.
+    assert "bias" not in models.build("vdsr", {"depth": 3, "width": 8}).config
+    with pytest.raises(Exception, match="bias must be true or false"):
+        models.build("vdsr", {"bias": "no"})
+
+
+def test_bias_free_checkpoint_upscales(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sruc import models
+
+    torch.manual_seed(0)
+    net = models.build("vdsr", {"depth": 3, "width": 8, "bias": False})
+    path = checkpoint.save(checkpoint.from_model(net, [2.0]), tmp_path / "nobias.pt")
+    Image.fromarray(smooth_rgb(20, 24)).save(tmp_path / "in.png")
+    code, _, err = run(capsys, "up", tmp_path / "in.png", "-s", "2", "--model", path,
+                       "-o", tmp_path / "out.png", "-q")  # fmt: skip
+    assert code == 0, err
+    assert Image.open(tmp_path / "out.png").size == (48, 40)
+
+
+def test_grid_epochs_cover_every_patch_once() -> None:
+    imgs = [torch.from_numpy(smooth_rgb(40, 44, seed=i)).permute(2, 0, 1) for i in range(2)]
+    cache = PatchCache(imgs, [2, 3], [1.0], 16, seed=3, sampling="grid")
+    size = cache.available
+    assert size == 8 * cache.patches_per_epoch > 0
+    seen = []
+    for step in range(size // 4):  # one epoch in batches of 4
+        seen += cache._grid_picks(step, 4)
+    assert len(set(seen)) == len(seen) == size
+    assert all(top % 16 == 0 and left % 16 == 0 for _, top, left, _ in seen)
+    # Stateless, and the next epoch is another order of the same patches.
+    x, _ = cache.batch(5, 4)
+    assert torch.equal(cache.batch(5, 4)[0], x)
+    nxt = [p for s in range(size // 4, 2 * (size // 4)) for p in cache._grid_picks(s, 4)]
+    assert set(nxt) == set(seen) and nxt != seen
+    halves = [cache.batch(5, 4, rank=r, world_size=2)[0] for r in (0, 1)]
+    assert torch.equal(torch.cat(halves), x)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (["--clip", "0"], 2, "--clip must be a positive gradient norm"),
+        (["--clip", "-1"], 2, "--clip must be a positive gradient norm"),
+        (["--batch-size", "100000"], 2, "--batch-size 100000 is larger than the"),
+        (["--model", "srcnn", "--scale", "3"], 2, "--recipe vdsr-paper trains VDSR"),
+    ],
+)
+def test_paper_recipe_bad_input(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args, code, words
+) -> None:  # fmt: skip
+    out = tmp_path / "out"
+    got, stdout, err = run(capsys, "train", images, "--out", out, *PAPER[:2],
+                           "--patch-size", "16", "--steps", "1", *FAST, *args)  # fmt: skip
+    assert got == code and stdout == "" and err.count("\n") == 1 and words in err, err
+    assert not out.exists()
+
+
+def test_resume_with_another_recipe_or_bias_is_refused(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    tiny = ["--model-config", '{"depth": 3, "width": 8}']
+    code, _, err = run(capsys, "train", images, "--out", out, *PAPER, *tiny, "--steps", "2",
+                       *FAST)  # fmt: skip
+    assert code == 0, err
+    before = files(out)
+    for extra in (
+        ["--recipe", "adam", *tiny],
+        [*PAPER[2:], "--model-config", '{"depth": 3, "width": 8, "bias": true}'],
+        [*PAPER, *tiny, "--clip", "0.1"],
+        [*PAPER, *tiny, "--sampling", "random"],
+    ):
+        code, stdout, err = run(capsys, "train", images, "--out", out, "--steps", "2",
+                                "--batch-size", "4", "--patch-size", "16", *FAST, *extra)  # fmt: skip
+        assert code == 1 and stdout == "" and err.count("\n") == 1, err
+        assert "different configuration" in err
+    assert files(out) == before
+
+
+def test_runs_of_older_versions_still_resume(images: Path, tmp_path: Path) -> None:
+    """A state written before clip/loss/sampling were recorded continues."""
+    out = tmp_path / "old"
+    train(tiny_config(images, out, stop_after=2))
+    state = torch.load(out / "state.pt", weights_only=True)
+    for key in ("clip", "loss", "sampling"):
+        del state["run"][key]
+    torch.save(state, out / "state.pt")
+    assert train(tiny_config(images, out)).resumed_from == 2

@@ -168,7 +168,7 @@ def _renderer(quiet: bool) -> Iterator[Any]:
 @click.option("--steps", type=int, default=10_000, show_default=True, help="Optimisation steps.")
 @click.option(
     "--batch-size", type=int, default=None,
-    help="Global batch (all processes). [default: 64 VDSR, 128 SRCNN]",
+    help="Global batch (all processes). [default: 64 VDSR, 128 SRCNN and vdsr-paper]",
 )  # fmt: skip
 @click.option(
     "--patch-size", type=int, default=None, help="Patch edge. [default: 41 VDSR, 33 SRCNN]"
@@ -221,6 +221,20 @@ def _renderer(quiet: bool) -> Iterator[Any]:
     help="Validate and save a moving average of the weights with this decay per step, "
     "e.g. 0.999 (0: off); may be switched on when resuming. [default: 0]",
 )  # fmt: skip
+@click.option(
+    "--clip", type=float, default=None, metavar="NORM",
+    help="Clip the global gradient norm to this at every step. [default: the recipe's; "
+    "vdsr-paper 0.4, others none]",
+)  # fmt: skip
+@click.option(
+    "--loss", type=click.Choice(["mse", "l1", "euclidean", "sum"]), default=None,
+    help="Training loss. [default: the recipe's; adam mse, vdsr-paper sum, srcnn-paper euclidean]",
+)  # fmt: skip
+@click.option(
+    "--sampling", type=click.Choice(["random", "grid"]), default=None,
+    help="random positions, or grid: epochs of every non-overlapping patch, shuffled. "
+    "[default: the recipe's; vdsr-paper grid, others random]",
+)  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="No progress or summary.")
 def train(
     images: Path,
@@ -249,6 +263,9 @@ def train(
     max_minutes: float | None,
     init: str | None,
     ema: float,
+    clip: float | None,
+    loss: str | None,
+    sampling: str | None,
     quiet: bool,
 ) -> None:
     """Train SRCNN or VDSR on a folder of images (searched recursively).
@@ -263,6 +280,7 @@ def train(
     Examples:
       sruc train ./images --model vdsr --scale 2,3,4 --out runs/my-vdsr
       sruc train ./images --model srcnn --scale 3 --recipe paper --out runs/srcnn-x3
+      sruc train ./images --recipe vdsr-paper --steps 20000 --out runs/vdsr-sgd
       sruc train ./images --init vdsr --steps 2000 --lr 1e-4 --out runs/vdsr-tuned
       torchrun --nproc_per_node=4 -m sruc train ./images --out runs/ddp
     """
@@ -296,6 +314,9 @@ def train(
         max_minutes=max_minutes,
         init=init,
         ema=ema,
+        clip=clip,
+        loss=loss,
+        sampling=sampling,
     )
     with _renderer(quiet) as progress:
         result = run_training(config, progress=progress)

@@ -15,12 +15,17 @@ resolve (about 3 levels RMS at 37 dB). For the standard 291 images at scales 2,
 3 and 4 the cache holds about 250 M values (0.5 GB) and takes well under a
 minute to build on two CPU cores.
 
-A batch is then a few dozen tensor slices: :meth:`PatchCache.batch` draws the
-pair (weighted by how many patch positions it has), the position and one of the
-eight flips/rotations from a generator seeded by ``(seed, step)`` alone. The
-sampler therefore has no state besides the step: a resumed run draws the same
-batches as an uninterrupted one, and under data parallelism every rank draws the
-same global batch and keeps its own disjoint slice of it.
+A batch is then a few dozen tensor slices. With ``sampling="random"``
+:meth:`PatchCache.batch` draws the pair (weighted by how many patch positions
+it has), the position and one of the eight flips/rotations from a generator
+seeded by ``(seed, step)`` alone. With ``sampling="grid"`` (the VDSR paper's
+data, as its public port cuts it) an epoch is every non-overlapping patch
+(stride = patch size) of every pair in each of the eight flips/rotations, in an
+order shuffled by ``(seed, epoch)``, and step ``k`` takes the next
+``batch_size`` of them. Either way the sampler has no state besides the step: a
+resumed run draws the same batches as an uninterrupted one, and under data
+parallelism every rank draws the same global batch and keeps its own disjoint
+slice of it.
 """
 
 from __future__ import annotations
@@ -260,6 +265,7 @@ class PatchCache:
         patch_size: patch edge in pixels.
         seed: seeds the sampler together with the step.
         progress: called as ``progress(done, total)`` after each image.
+        sampling: ``"random"`` positions or ``"grid"`` epochs (see the module docstring).
     """
 
     def __init__(
@@ -270,9 +276,13 @@ class PatchCache:
         patch_size: int,
         seed: int = 0,
         progress: BuildProgress | None = None,
+        sampling: str = "random",
     ) -> None:
+        if sampling not in ("random", "grid"):
+            raise ValueError(f"unknown sampling {sampling!r}")
         self.patch_size = patch_size
         self.seed = seed
+        self.sampling = sampling
         self.pairs: list[Pair] = []
         with _one_thread():
             for i, image in enumerate(images):
@@ -288,6 +298,12 @@ class PatchCache:
             [(q.lr.shape[0] - p + 1) * (q.lr.shape[1] - p + 1) for q in self.pairs],
             dtype=torch.float64,
         )
+        # The grid: pair k holds rows_k x cols_k non-overlapping patches, numbered
+        # from start[k]; an epoch is a permutation of 8 x that many items.
+        self._grid_cols = [q.lr.shape[1] // p for q in self.pairs]
+        counts = torch.tensor([(q.lr.shape[0] // p) * (q.lr.shape[1] // p) for q in self.pairs])
+        self._grid_end = torch.cumsum(counts, 0)
+        self._epoch: tuple[int, torch.Tensor] | None = None  # the latest permutation
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -297,6 +313,13 @@ class PatchCache:
         """Non-overlapping patches in the cache, the VDSR paper's notion of an epoch."""
         p = self.patch_size
         return sum((q.lr.shape[0] // p) * (q.lr.shape[1] // p) for q in self.pairs)
+
+    @property
+    def available(self) -> int:
+        """Distinct patches the sampler can give (a batch must not be larger)."""
+        if self.sampling == "grid":
+            return 8 * self.patches_per_epoch
+        return int(self.weights.sum().item())
 
     @property
     def nbytes(self) -> int:
@@ -318,26 +341,57 @@ class PatchCache:
         Returns:
             ``(input, target)``, each float32 ``(batch_size // world_size, 1, P, P)`` in [0, 1].
         """
-        g = torch.Generator().manual_seed(_mix(self.seed, step))
-        which = torch.multinomial(self.weights, batch_size, replacement=True, generator=g)
-        where = torch.rand(batch_size, 2, generator=g, dtype=torch.float64)
-        how = torch.randint(0, 8, (batch_size,), generator=g)  # 4 rotations x 2 flips
         mine = slice(rank * (batch_size // world_size), (rank + 1) * (batch_size // world_size))
+        if self.sampling == "grid":
+            picks = self._grid_picks(step, batch_size)[mine]
+        else:
+            picks = self._random_picks(step, batch_size)[mine]
         p = self.patch_size
         n = batch_size // world_size
         x = torch.empty(n, 1, p, p)  # (B, 1, P, P) float32
         y = torch.empty(n, 1, p, p)
         # Patch by patch: small copies stay single-threaded, which is faster than one
         # big float16 -> float32 conversion when the CPU is shared.
-        for i, (k, (u, v), t) in enumerate(
-            zip(which[mine].tolist(), where[mine].tolist(), how[mine].tolist(), strict=True)
-        ):
+        for i, (k, top, left, t) in enumerate(picks):
             pair = self.pairs[k]
-            h, w = pair.lr.shape
-            top, left = int(u * (h - p + 1)), int(v * (w - p + 1))
             x[i, 0].copy_(_dihedral(pair.lr[top : top + p, left : left + p], t))
             y[i, 0].copy_(_dihedral(pair.hr[top : top + p, left : left + p], t))
         return x, y
+
+    def _random_picks(self, step: int, batch_size: int) -> list[tuple[int, int, int, int]]:
+        """``(pair, top, left, flip/rotation)`` of each patch of the global batch."""
+        g = torch.Generator().manual_seed(_mix(self.seed, step))
+        which = torch.multinomial(self.weights, batch_size, replacement=True, generator=g)
+        where = torch.rand(batch_size, 2, generator=g, dtype=torch.float64)
+        how = torch.randint(0, 8, (batch_size,), generator=g)  # 4 rotations x 2 flips
+        p = self.patch_size
+        picks = []
+        for k, (u, v), t in zip(which.tolist(), where.tolist(), how.tolist(), strict=True):
+            h, w = self.pairs[k].lr.shape
+            picks.append((k, int(u * (h - p + 1)), int(v * (w - p + 1)), t))
+        return picks
+
+    def _grid_picks(self, step: int, batch_size: int) -> list[tuple[int, int, int, int]]:
+        """The global batch of ``step`` in the grid's shuffled epochs."""
+        size = 8 * self.patches_per_epoch
+        p = self.patch_size
+        picks = []
+        first = step * batch_size
+        for item in range(first, first + batch_size):
+            epoch, index = divmod(item, size)
+            j = int(self._permutation(epoch, size)[index])
+            position, t = divmod(j, 8)
+            k = int(torch.searchsorted(self._grid_end, position, right=True))
+            local = position - (int(self._grid_end[k - 1]) if k else 0)
+            row, col = divmod(local, self._grid_cols[k])
+            picks.append((k, row * p, col * p, t))
+        return picks
+
+    def _permutation(self, epoch: int, size: int) -> torch.Tensor:
+        if self._epoch is None or self._epoch[0] != epoch:
+            g = torch.Generator().manual_seed(_mix(self.seed, -1 - epoch))
+            self._epoch = (epoch, torch.randperm(size, generator=g))
+        return self._epoch[1]
 
 
 @contextmanager

@@ -94,11 +94,15 @@ class Recipe:
     momentum: float = 0.0  # SGD only
     weight_decay: float = 0.0
     schedule: str = "constant"  # "step": x0.1 every `decay_every` of the run; "cosine": to 0
-    decay_every: float = 0.25  # fraction of the run between decays (the paper: 20 of 80 epochs)
-    clip: float | None = None  # theta: gradient norm clipped to theta / current lr (VDSR)
-    loss: str = "mse"  # "mse": mean per pixel; "euclidean": 1/2 sum over pixels / batch (Caffe)
+    decay_every: float = 0.25  # fraction of the run between decays
+    clip: float | None = None  # the global gradient norm is clipped to this (--clip overrides)
+    loss: str = "mse"  # see LOSSES
     last_layer_lr: float = 1.0  # lr multiplier of the last convolution (SRCNN: 0.1)
     identity_start: bool = False  # start at bicubic (see _start_at_bicubic)
+    batch_size: int | None = None  # None: the architecture's (MODEL_DEFAULTS)
+    model_config: tuple[tuple[str, Any], ...] = ()  # architecture defaults, e.g. no biases
+    sampling: str = "random"  # see SAMPLINGS
+    model: str | None = None  # the architecture this recipe is for (None: any)
     summary: str = ""
 
     def factor(self, step: int, steps: int) -> float:
@@ -110,11 +114,30 @@ class Recipe:
             return 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
         return 1.0
 
-    def loss_fn(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The training loss of float32 ``(B, 1, P, P)`` tensors."""
-        if self.loss == "euclidean":
-            return 0.5 * (out - target).pow(2).sum() / out.shape[0]
-        return F.mse_loss(out, target)
+
+def loss_fn(name: str, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The training loss ``name`` (a key of :data:`LOSSES`) of float32 ``(B, 1, P, P)`` tensors."""
+    if name == "sum":
+        return (out - target).pow(2).sum()
+    if name == "euclidean":
+        return 0.5 * (out - target).pow(2).sum() / out.shape[0]
+    if name == "l1":
+        return F.l1_loss(out, target)
+    return F.mse_loss(out, target)
+
+
+#: The training losses, by the name a recipe or ``--loss`` gives.
+LOSSES = {
+    "mse": "mean squared error per pixel",
+    "l1": "mean absolute error per pixel (EDSR's choice)",
+    "euclidean": "Caffe's Euclidean loss: 1/2 sum of squares over the batch / batch size",
+    "sum": "sum of squares over the batch (PyTorch MSELoss(reduction='sum'))",
+}
+#: How patches are drawn (``--sampling``).
+SAMPLINGS = {
+    "random": "any position, weighted by each pair's positions, and a random flip/rotation",
+    "grid": "epochs of every non-overlapping patch (stride = patch) x 8 flips/rotations, shuffled",
+}
 
 
 RECIPES: dict[str, Recipe] = {
@@ -127,8 +150,13 @@ RECIPES: dict[str, Recipe] = {
         summary="Adam, lr 1e-3, cosine decay to 0, per-pixel MSE; the model starts at bicubic",
     ),
     # The paper clips each gradient element to [-theta/lr, theta/lr] without giving
-    # theta; this clips the global norm to theta/lr (the reading of the common PyTorch
-    # port), which bounds every update's norm by theta however large the loss.
+    # theta. The public PyTorch port that reaches the paper's numbers
+    # (twtygqyy/pytorch-vdsr, main_vdsr.py) does something else: it clips the global
+    # gradient norm to a constant 0.4 at every step whatever the lr, with the plain
+    # sum-of-squares loss, which is so large that the norm is nearly always clipped
+    # (normalised SGD: every step is at most lr * 0.4 before momentum); its network
+    # has no biases; batch 128; lr 0.1 x0.1 every 10 of 50 epochs; stride-41 patches
+    # of the 291 images and their 0.7 and 0.5 downsizes. This recipe is that one.
     "vdsr-paper": Recipe(
         "vdsr-paper",
         "sgd",
@@ -136,10 +164,16 @@ RECIPES: dict[str, Recipe] = {
         momentum=0.9,
         weight_decay=1e-4,
         schedule="step",
+        decay_every=0.2,
         clip=0.4,
-        loss="euclidean",
-        summary="VDSR paper: SGD momentum 0.9, wd 1e-4, lr 0.1 x0.1 every quarter, "
-        "gradient norm clipped to 0.4/lr",
+        loss="sum",
+        batch_size=128,
+        model_config=(("bias", False),),
+        sampling="grid",
+        model="vdsr",
+        summary="VDSR paper (as its public PyTorch port trains it): SGD momentum 0.9, "
+        "wd 1e-4, lr 0.1 x0.1 every fifth of the run, gradient norm clipped to 0.4, "
+        "sum-of-squares loss, batch 128, no biases, stride-41 patches",
     ),
     "srcnn-paper": Recipe(
         "srcnn-paper",
@@ -147,6 +181,7 @@ RECIPES: dict[str, Recipe] = {
         lr=1e-4,
         loss="euclidean",
         last_layer_lr=0.1,
+        model="srcnn",
         summary="SRCNN paper: plain SGD, lr 1e-4 (1e-5 for the last layer), constant",
     ),
 }
@@ -162,7 +197,19 @@ def resolve_recipe(name: str, model: str) -> Recipe:
     key = f"{model}-paper" if name == "paper" else name
     if key not in RECIPES:
         raise UsageError(f"unknown recipe {name!r}; choose one of paper, {', '.join(RECIPES)}")
-    return RECIPES[key]
+    recipe = RECIPES[key]
+    if recipe.model is not None and recipe.model != model:
+        raise UsageError(
+            f"--recipe {key} trains {recipe.model.upper()}, not {model.upper()}; "
+            f"add --model {recipe.model} or use --recipe paper or adam"
+        )
+    return recipe
+
+
+#: What a run recorded before these keys existed meant (runs of older sruc versions).
+def _legacy_run_defaults(old: dict[str, Any]) -> dict[str, Any]:
+    paper = old.get("recipe") in ("vdsr-paper", "srcnn-paper")
+    return {"clip": None, "loss": "euclidean" if paper else "mse", "sampling": "random"}
 
 
 # --------------------------------------------------------------------------- configuration
@@ -197,6 +244,9 @@ class TrainConfig:
     stop_after: int | None = None  # stop (with a saved state) after this step; resume later
     max_minutes: float | None = None  # stop (with a saved state) after this much wall time
     init: str | None = None  # start from these weights: a checkpoint file or a registry name
+    clip: float | None = None  # clip the global gradient norm to this; None: the recipe's
+    loss: str | None = None  # a key of LOSSES; None: the recipe's
+    sampling: str | None = None  # a key of SAMPLINGS; None: the recipe's
     ema: float = 0.0  # decay of a moving average of the weights, validated and saved (0: off)
     # (switched on or changed when resuming, the average starts at that step's weights)
 
@@ -206,11 +256,16 @@ class TrainConfig:
         recipe = resolve_recipe(self.recipe, self.model)
         return {
             "model": self.model,
-            "model_config": dict(self.model_config),
+            # The recipe's architecture defaults (no biases for vdsr-paper), unless the
+            # run starts from weights, whose architecture it keeps.
+            "model_config": {
+                **(dict(recipe.model_config) if self.init is None else {}),
+                **self.model_config,
+            },
             "scales": sorted({int(s) for s in self.scales}),
             "recipe": recipe.name,
             "steps": self.steps,
-            "batch_size": self.batch_size or defaults["batch_size"],
+            "batch_size": self.batch_size or recipe.batch_size or defaults["batch_size"],
             "patch_size": self.patch_size or defaults["patch_size"],
             "lr": self.lr if self.lr is not None else recipe.lr,
             "downscales": [float(f) for f in self.downscales],
@@ -218,6 +273,9 @@ class TrainConfig:
             "val_crop": self.val_crop,
             "val_every": self.val_every or max(1, self.steps // 10),
             "seed": self.seed,
+            "clip": self.clip if self.clip is not None else recipe.clip,
+            "loss": self.loss or recipe.loss,
+            "sampling": self.sampling or recipe.sampling,
         }  # not `ema`: the average never steers training, so it may change on resume
 
 
@@ -363,8 +421,6 @@ def _train(
     # The run folder: continue a matching run, refuse a different one.
     state = _check_out(out, run, cfg.resume)
     start = int(state["step"]) if state else 0
-    if ddp.main:
-        _prepare_out(out, cfg, run, start)
 
     cache = PatchCache(
         images.images,
@@ -373,7 +429,16 @@ def _train(
         patch,
         cfg.seed,
         lambda i, n: emit(TrainEvent("data", i, n, message="building the patch cache")),
+        sampling=run["sampling"],
     )
+    if batch > cache.available:
+        raise UsageError(
+            f"--batch-size {batch} is larger than the {cache.available} "
+            f"{patch}x{patch} patches the images give ({run['sampling']} sampling); "
+            "use a smaller --batch-size or --patch-size, or more images"
+        )
+    if ddp.main:  # only now: a run refused above leaves the folder untouched
+        _prepare_out(out, cfg, run, start)
     val_hr = [_center_crop(im, run["val_crop"]).to(torch.float64) for im in val_set.images]
     bicubic = {s: _mean(evaluate_image(hr, s).psnr for hr in val_hr) for s in scales}
 
@@ -485,7 +550,7 @@ def _train(
     # (same outputs and gradients, ~10% faster for VDSR); DDP needs its own forward.
     fused = training_forward(net, amp) if device.type == "cpu" and ddp.world_size == 1 else None
     t_loop = last_save = time.monotonic()
-    win = {"loss": torch.zeros((), device=device), "n": 0, "t": time.perf_counter(), "data": 0.0}
+    win = _window(device, time.perf_counter())
     done = start
     for step in range(start, stop):
         t0 = time.perf_counter()
@@ -499,12 +564,12 @@ def _train(
             with autocast:
                 pred = model(x)  # (b, 1, P, P)
         pred = pred.float()  # the loss is computed in float32 whatever the autocast dtype
-        loss = recipe.loss_fn(pred, y)
+        loss = loss_fn(run["loss"], pred, y)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        if recipe.clip is not None:  # VDSR's adjustable clipping: theta / current lr
+        if run["clip"] is not None:  # the global gradient norm, clipped to a constant
             scaler.unscale_(opt)
-            nn.utils.clip_grad_norm_(net.parameters(), recipe.clip / sched.get_last_lr()[0])
+            win["grad_norm"] += nn.utils.clip_grad_norm_(net.parameters(), run["clip"]).detach()
         scaler.step(opt)
         scaler.update()
         sched.step()
@@ -538,6 +603,12 @@ def _train(
                         "lr": lr_now,
                         "patches_per_s": rate,
                         "data_fraction": data_frac,
+                        # the mean gradient norm before clipping, where it is clipped
+                        **(
+                            {"grad_norm": float(win["grad_norm"]) / win["n"]}
+                            if run["clip"] is not None
+                            else {}
+                        ),
                         "wall_seconds": wall_before + time.monotonic() - t_start,
                     },
                 )
@@ -553,7 +624,7 @@ def _train(
                     eta_s=eta,
                 )
             )
-            win = {"loss": torch.zeros((), device=device), "n": 0, "t": now, "data": 0.0}
+            win = _window(device, now)
 
         if done % run["val_every"] == 0 or done == steps:
             if ddp.main:
@@ -625,6 +696,12 @@ def _train(
     )
     emit(TrainEvent("done", done, steps, val_psnr=result.best_psnr or None))
     return result
+
+
+def _window(device: torch.device, t: float) -> dict[str, Any]:
+    """The running sums of one log interval."""
+    zero = torch.zeros((), device=device)
+    return {"loss": zero, "grad_norm": zero.clone(), "n": 0, "t": t, "data": 0.0}
 
 
 def evaluate(
@@ -713,7 +790,13 @@ def _check_config(cfg: TrainConfig) -> None:
         raise UsageError(f"--ema must be in [0, 1), e.g. 0.999 (0: off), got {cfg.ema}")
     if not cfg.save_every_minutes > 0:
         raise UsageError(f"--save-every-minutes must be positive, got {cfg.save_every_minutes}")
-    _build(cfg.model, cfg.model_config)  # a bad --model-config fails here, not later
+    if cfg.clip is not None and not (math.isfinite(cfg.clip) and cfg.clip > 0):
+        raise UsageError(f"--clip must be a positive gradient norm, e.g. 0.4; got {cfg.clip:g}")
+    if cfg.loss is not None and cfg.loss not in LOSSES:
+        raise UsageError(f"unknown loss {cfg.loss!r}; use {', '.join(LOSSES)}")
+    if cfg.sampling is not None and cfg.sampling not in SAMPLINGS:
+        raise UsageError(f"unknown sampling {cfg.sampling!r}; use {', '.join(SAMPLINGS)}")
+    _build(cfg.model, cfg.resolved()["model_config"])  # a bad --model-config fails here
 
 
 @dataclass(frozen=True)
@@ -799,6 +882,7 @@ def _describe_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
     def short(v: Any) -> str:
         return v[:12] if isinstance(v, str) and len(v) == 64 else json.dumps(v)
 
+    old = {**_legacy_run_defaults(old), **old}
     changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     parts = [f"{k} {short(old.get(k))} -> {short(new.get(k))}" for k in changed]
     if any(k.endswith("_manifest") for k in changed):
@@ -958,7 +1042,8 @@ def _start_at_bicubic(net: nn.Module) -> None:
     """
     last = _last_conv(net)
     nn.init.zeros_(last.weight)
-    nn.init.zeros_(last.bias)
+    if last.bias is not None:
+        nn.init.zeros_(last.bias)
     if not isinstance(net, models.SRCNN):
         return
     with torch.no_grad():

@@ -7,6 +7,12 @@ luminance and the high-resolution one; the input is added back at the end
 (global residual learning). One model serves every scale, because it works on
 the already-interpolated image. Zero "same" padding keeps the size, as in the
 paper.
+
+``bias=False`` builds every convolution without a bias, as the best-known
+public port (twtygqyy/pytorch-vdsr) does; the paper recipe trains that variant
+(with biases, its clipped SGD steps went into the last layer's bias and the
+output drifted off the image). Checkpoints record ``"bias": false`` only when it
+is off, so files written before the option load as they did.
 """
 
 from __future__ import annotations
@@ -25,34 +31,53 @@ class VDSR(nn.Module):
         depth: number of convolution layers, input and output layers included.
         width: filters of each hidden layer.
         kernel: kernel size of every layer (odd).
+        bias: give every convolution a bias (the paper's network has them).
     """
 
     def __init__(
-        self, channels: int = 1, depth: int = 20, width: int = 64, kernel: int = 3
+                self,
+        channels: int = 1,
+        depth: int = 20,
+        width: int = 64,
+        kernel: int = 3,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         if depth < 2:
             raise ValueError(f"depth must be at least 2, got {depth}")
         if kernel < 1 or kernel % 2 == 0:
             raise ValueError(f"kernel must be a positive odd size, got {kernel}")
-        self.config = {"channels": channels, "depth": depth, "width": width, "kernel": kernel}
+        if not isinstance(bias, bool):
+            raise ValueError(f"bias must be true or false, got {bias!r}")
+        self.config: dict[str, int | bool] = {
+            "channels": channels,
+            "depth": depth,
+            "width": width,
+            "kernel": kernel,
+        }
+        if not bias:
+            self.config["bias"] = False
         pad = kernel // 2
-        layers: list[nn.Module] = [nn.Conv2d(channels, width, kernel, padding=pad), nn.ReLU(True)]
+
+        def conv(c_in: int, c_out: int) -> nn.Conv2d:
+            return nn.Conv2d(c_in, c_out, kernel, padding=pad, bias=bias)
+
+        layers: list[nn.Module] = [conv(channels, width), nn.ReLU(True)]
         for _ in range(depth - 2):
-            layers += [nn.Conv2d(width, width, kernel, padding=pad), nn.ReLU(True)]
-        layers.append(nn.Conv2d(width, channels, kernel, padding=pad))
+            layers += [conv(width, width), nn.ReLU(True)]
+        layers.append(conv(width, channels))
         self.body = nn.Sequential(*layers)
         self._radius = depth * pad
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """He (MSRA) initialisation as in the paper, zero biases."""
+        """He (MSRA) initialisation as in the paper, zero biases (where there are any)."""
         for m in self.body:
             if isinstance(m, nn.Conv2d):
                 fan_out = m.out_channels * m.kernel_size[0] * m.kernel_size[1]
                 nn.init.normal_(m.weight, std=math.sqrt(2.0 / fan_out))
-                assert m.bias is not None
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     @property
     def receptive_radius(self) -> int:
