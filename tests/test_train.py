@@ -476,7 +476,9 @@ def test_two_gloo_processes_end_with_identical_weights(images: Path, tmp_path: P
 PAPER = ["--recipe", "vdsr-paper", "--batch-size", "4", "--patch-size", "16"]
 
 
-def test_paper_recipe_clips_the_gradient_norm_to_exactly_theta(images: Path, tmp_path: Path) -> None:
+def test_paper_recipe_clips_the_gradient_norm_to_exactly_theta(
+    images: Path, tmp_path: Path
+) -> None:
     """vdsr-paper clips the global gradient norm to a constant theta (0.4, or
     --clip) at every step, whatever the lr, with the sum-of-squares loss: the
     first SGD step from known weights moves them by exactly lr * theta."""
@@ -535,9 +537,7 @@ def test_bias_free_vdsr_round_trips(tmp_path: Path) -> None:
         models.build("vdsr", {"bias": "no"})
 
 
-def test_bias_free_checkpoint_upscales(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bias_free_checkpoint_upscales(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from sruc import models
 
     torch.manual_seed(0)
@@ -603,8 +603,8 @@ def test_resume_with_another_recipe_or_bias_is_refused(
         [*PAPER, *tiny, "--clip", "0.1"],
         [*PAPER, *tiny, "--sampling", "random"],
     ):
-        code, stdout, err = run(capsys, "train", images, "--out", out, "--steps", "2",
-                                "--batch-size", "4", "--patch-size", "16", *FAST, *extra)  # fmt: skip
+        args = ["--steps", "2", "--batch-size", "4", "--patch-size", "16", *FAST, *extra]
+        code, stdout, err = run(capsys, "train", images, "--out", out, *args)
         assert code == 1 and stdout == "" and err.count("\n") == 1, err
         assert "different configuration" in err
     assert files(out) == before

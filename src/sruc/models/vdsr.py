@@ -35,7 +35,7 @@ class VDSR(nn.Module):
     """
 
     def __init__(
-                self,
+        self,
         channels: int = 1,
         depth: int = 20,
         width: int = 64,
