@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers import smooth_rgb  # noqa: E402
+from helpers import smooth_rgb
 
 GOLDEN = Path(__file__).parent / "golden.json"
 UP_CASES = [
