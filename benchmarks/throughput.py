@@ -3,7 +3,7 @@
 The reference is written the way research code runs a model: float32, the
 whole image at once, contiguous NCHW, no tiling, ``model(x)`` under
 ``torch.no_grad()``. sruc runs as ``sruc up``/``sruc batch`` run it
-(:func:`sruc.pipeline.prepare_model` + :func:`sruc.pipeline.run_model`:
+(:func:`sruc.engine.pipeline.prepare_model` + :func:`sruc.engine.pipeline.run_model`:
 precision ``auto``, channels-last, fused ReLU on CPUs, tiles, several tiles
 per forward on GPUs). Reported:
 
@@ -17,7 +17,7 @@ per forward on GPUs). Reported:
 3. peak resident memory of each, each measured in a fresh subprocess;
 4. the Set5 PSNR change of sruc's precision against float32, by the papers'
    protocol, if ``../shared/datasets/eval/Set5`` is there;
-5. a batch of small images through :func:`sruc.batch.run_batch` (decode and
+5. a batch of small images through :func:`sruc.batch.run.run_batch` (decode and
    encode on background threads): wall time against the pure model time (the
    same pictures, decoded beforehand, through the model alone), and a plain
    sequential read/model/write loop for comparison.
@@ -48,12 +48,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from sruc import images, pipeline
-from sruc.batch import run_batch
-from sruc.images import read_image, write_image
-from sruc.models import VDSR
-from sruc.protocol import PEAK, degrade, evaluate_image, interpolate, luma, quantize
-from sruc.registry import LoadedModel, load_model
+from sruc.archs import VDSR
+from sruc.batch.run import run_batch
+from sruc.core.protocol import PEAK, degrade, evaluate_image, interpolate, luma, quantize
+from sruc.engine import pipeline
+from sruc.files import images
+from sruc.files.images import read_image, write_image
+from sruc.zoo.registry import LoadedModel, load_model
 
 SET5 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "eval" / "Set5"
 #: VDSR: 18 hidden 64->64 layers between the 1->64 input and the 64->1 output layer.
@@ -239,9 +240,9 @@ def set5_delta(lm: LoadedModel, pm: pipeline.PreparedModel) -> dict[int, dict[st
 def batch_run(args: argparse.Namespace, pm: pipeline.PreparedModel) -> dict[str, Any]:
     """N small PNGs three ways, in interleaved rounds (order alternating), best of each.
 
-    ``batch``: :func:`sruc.batch.run_batch`, decode and encode on background
+    ``batch``: :func:`sruc.batch.run.run_batch`, decode and encode on background
     threads; ``sequential``: read, upscale, write one after another;
-    ``model``: the pure model time, :func:`sruc.pipeline.upscale_picture` on
+    ``model``: the pure model time, :func:`sruc.engine.pipeline.upscale_picture` on
     pictures decoded beforehand, no I/O at all. The target compares the first
     with the last.
     """
@@ -364,7 +365,7 @@ def main() -> None:
     times = best_of({"naive": run_naive, "sruc": run_sruc}, args.rounds, device)
     speed = {k: mpx / t for k, t in times.items()}
     psnr_vs_hr = {}
-    from sruc.metrics import psnr
+    from sruc.core.metrics import psnr
 
     for k, y in outs.items():
         psnr_vs_hr[k] = psnr(hr, quantize(y[0].double() * PEAK), shave=args.scale, y_only=False)

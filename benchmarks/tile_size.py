@@ -1,10 +1,10 @@
 """Measure VDSR throughput on one device for several tile sizes.
 
-The default CPU tile (``sruc.tiling.CPU_TILE``) comes from this measurement.
+The default CPU tile (``sruc.core.tiling.CPU_TILE``) comes from this measurement.
 Tiles overlap by the receptive radius (20 px for VDSR), so small tiles waste
 work on margins; large ones fall out of the CPU caches (a 64-channel bf16
 feature map of a 512 px tile is 32 MB, of a 192 px tile 4.7 MB). The model
-runs as ``sruc`` runs it (:func:`sruc.pipeline.prepare_model`: precision,
+runs as ``sruc`` runs it (:func:`sruc.engine.pipeline.prepare_model`: precision,
 channels-last, fused ReLU), on the Y-sized input of one image.
 
 The CPU is often shared, so tile sizes are measured in interleaved rounds and
@@ -25,9 +25,9 @@ import time
 
 import torch
 
-from sruc.models import VDSR
-from sruc.pipeline import prepare_model
-from sruc.tiling import run_tiled
+from sruc.archs import VDSR
+from sruc.core.tiling import run_tiled
+from sruc.engine.pipeline import prepare_model
 
 
 def _sync(device: torch.device) -> None:

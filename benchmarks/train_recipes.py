@@ -42,11 +42,11 @@ from typing import Any
 
 import torch
 
-from sruc import models
-from sruc.data import PatchCache, load_images
-from sruc.device import tune_cpu_allocator
-from sruc.models.fused import training_forward
-from sruc.train import RECIPES, TrainConfig, train
+from sruc import archs as models
+from sruc.engine.device import tune_cpu_allocator
+from sruc.engine.fused import training_forward
+from sruc.train.data import PatchCache, load_images
+from sruc.train.loop import RECIPES, TrainConfig, train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "train"
 
@@ -67,8 +67,8 @@ def _step_fn(
     channels_last: bool,
     fused: bool = False,
 ) -> Any:
-    """One Adam training step on random patches, as in sruc.train (loss in float32);
-    ``fused``: the forward of :func:`sruc.models.fused.training_forward`."""
+    """One Adam training step on random patches, as in sruc.train.loop (loss in float32);
+    ``fused``: the forward of :func:`sruc.engine.fused.training_forward`."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(memory_format=fmt).train()
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)

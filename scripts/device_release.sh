@@ -20,8 +20,8 @@
 # Settings for train (environment), with their defaults:
 #   MINUTES=8          training time of this call (the call's limit is 10 minutes)
 #   TOTAL_MINUTES=20   training time of the whole run, spread over the calls
-#   BATCH=128 PATCH=64 LR=2e-4 SEED=5 PRECISION=bf16 INIT=src/sruc/weights/vdsr.pt
-#   ARCH=vdsr SCALES=2,3,4   (SRCNN x4: ARCH=srcnn SCALES=4 INIT=src/sruc/weights/srcnn-x4.pt)
+#   BATCH=128 PATCH=64 LR=2e-4 SEED=5 PRECISION=bf16 INIT=src/sruc/zoo/weights/vdsr.pt
+#   ARCH=vdsr SCALES=2,3,4   (SRCNN x4: ARCH=srcnn SCALES=4 INIT=src/sruc/zoo/weights/srcnn-x4.pt)
 #   EXTRA=""           more `sruc train` options (e.g. --model-config for a test)
 #   DEVICE=cuda
 #   RUN_FROM=.devpack/run   the run to resume (e.g. a committed release/vdsr-6)
@@ -42,7 +42,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from sruc.data import load_images, split_validation
+from sruc.train.data import load_images, split_validation
 
 data, pack = Path(sys.argv[1]), Path(sys.argv[2])
 train, val = split_validation(load_images(data), 0.05)
@@ -85,7 +85,7 @@ train)
     rm -rf "$run" && mkdir -p runs
     from=${RUN_FROM:-$pack/run}
     if [ -d "$from" ]; then cp -r "$from" "$run"; fi
-    init=${INIT-src/sruc/weights/vdsr.pt}
+    init=${INIT-src/sruc/zoo/weights/vdsr.pt}
     # shellcheck disable=SC2206
     common=(--model "${ARCH:-vdsr}" --scale "${SCALES:-2,3,4}" --batch-size "${BATCH:-128}" --patch-size "${PATCH:-64}"
         --lr "${LR:-2e-4}" --seed "${SEED:-5}" --precision "${PRECISION:-bf16}" --ema 0.999

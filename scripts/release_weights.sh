@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate sruc's release weights from the shared training images, with `sruc train`
-# only (no side scripts), then copy them into src/sruc/weights/ and print the registry
+# only (no side scripts), then copy them into src/sruc/zoo/weights/ and print the registry
 # numbers (size, SHA-256) for src/sruc/registry.py.
 #
 #   bash scripts/release_weights.sh [DATA] [RUNS]
@@ -102,7 +102,7 @@ srcnn48 4 6000 5e-5 8 srcnn-x4f srcnn-x4h --ema 0.999 --precision fp32
 
 # Publish: the chosen checkpoint of each run, under its registry file name.
 copy() {
-    install -m 0644 "$1" "$here/src/sruc/weights/$2"
+    install -m 0644 "$1" "$here/src/sruc/zoo/weights/$2"
     printf '%-14s size=%-9s sha256=%s\n' "$2" "$(stat -c %s "$1")" \
         "$(sha256sum "$1" | cut -d' ' -f1)"
 }

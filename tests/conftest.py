@@ -21,8 +21,8 @@ def rgb_png(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_vdsr_ckpt(tmp_path: Path) -> Path:
     """A small random VDSR (6 layers, 8 wide) saved in sruc's checkpoint format."""
-    from sruc import checkpoint
-    from sruc.models import VDSR
+    from sruc.archs import VDSR
+    from sruc.zoo import checkpoint
 
     torch.manual_seed(0)
     # He-initialised random weights: a residual of about 0.1, visible in tests.
@@ -34,8 +34,8 @@ def tiny_vdsr_ckpt(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def tiny_srcnn_ckpt(tmp_path: Path) -> Path:
-    from sruc import checkpoint
-    from sruc.models import SRCNN
+    from sruc.archs import SRCNN
+    from sruc.zoo import checkpoint
 
     torch.manual_seed(1)
     model = SRCNN(n1=8, n2=4)

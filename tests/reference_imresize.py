@@ -1,7 +1,7 @@
 """Plain, loop-based float64 reference for MATLAB's ``imresize(A, scale, 'bicubic')``.
 
 This module is written from MATLAB's documented algorithm only, independently of
-``sruc.resize``, so that the two can be checked against each other.  It is deliberately
+``sruc.core.resize``, so that the two can be checked against each other.  It is deliberately
 slow and simple: pure Python loops over output pixels and kernel taps, numpy only as a
 container.  Do not "optimise" it; its value is that every step is easy to read.
 

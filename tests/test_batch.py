@@ -1,4 +1,4 @@
-"""``sruc batch`` and :func:`sruc.batch.run_batch`: whole folders, bad files, resumes, shards.
+"""``sruc batch`` and :func:`sruc.batch.run.run_batch`: whole folders, bad files, resumes, shards.
 
 Small synthetic folders in ``tmp_path``; the tiny VDSR of ``conftest.py`` stands
 in for a real model. Most cases run in-process through :func:`sruc.cli.main`.
@@ -20,9 +20,8 @@ from PIL import Image
 
 import sruc
 from helpers import Run, run_cli, smooth_rgb
-from sruc import batch as batch_mod
-from sruc import images, pipeline
-from sruc.batch import (
+from sruc.batch import run as batch_mod
+from sruc.batch.run import (
     BatchInterrupted,
     BatchProgress,
     effective_shard,
@@ -32,7 +31,9 @@ from sruc.batch import (
     run_batch,
 )
 from sruc.cli import main
+from sruc.engine import pipeline
 from sruc.errors import UsageError
+from sruc.files import images
 
 # --------------------------------------------------------------------------- helpers
 
@@ -434,7 +435,7 @@ def test_progress_counts_tiles_and_files(work: Path, tiny_vdsr_ckpt: Path) -> No
 def test_model_is_loaded_once(
     capsys: pytest.CaptureFixture[str], work: Path, tiny_vdsr_ckpt: Path, monkeypatch: Any
 ) -> None:
-    from sruc import checkpoint
+    from sruc.zoo import checkpoint
 
     loads: list[object] = []
     real_load = checkpoint.load
@@ -550,8 +551,8 @@ def test_fast_chain_equals_the_module(tiny_vdsr_ckpt: Path, tiny_srcnn_ckpt: Pat
 
 
 def test_batched_tiles_equal_single_tiles() -> None:
-    from sruc.models import VDSR
-    from sruc.tiling import plan_tiles, run_tiled
+    from sruc.archs import VDSR
+    from sruc.core.tiling import plan_tiles, run_tiled
 
     for h, w, t, r in [(53, 37, 16, 5), (61, 47, 23, 8), (20, 90, 32, 8)]:
         cover = np.zeros((h, w), dtype=int)
@@ -574,7 +575,7 @@ def test_batched_tiles_equal_single_tiles() -> None:
 
 
 def test_cli_choices_match_the_library() -> None:
-    from sruc import cli_batch
+    from sruc.cli import batch as cli_batch
 
     assert cli_batch.PRECISION_CHOICES == pipeline.PRECISIONS
     assert cli_batch.FORMAT_CHOICES == batch_mod.OUTPUT_FORMATS
@@ -586,7 +587,7 @@ def test_cli_choices_match_the_library() -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu_and_handles_4k(tiny_vdsr_ckpt: Path) -> None:
-    from sruc.models import VDSR
+    from sruc.archs import VDSR
 
     lm = sruc.load_model(tiny_vdsr_ckpt)
     g = torch.Generator().manual_seed(0)

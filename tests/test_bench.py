@@ -18,14 +18,14 @@ import torch
 from PIL import Image
 
 from helpers import EVAL, Run, run_cli, smooth_rgb
-from sruc import bench as bench_mod
+from sruc.core.protocol import evaluate_image
 from sruc.errors import InputError, UsageError
-from sruc.protocol import evaluate_image
+from sruc.measure import bench as bench_mod
 
 #: PROTOCOL.md's published bicubic Y-PSNR (dB), x2 / x3 / x4.
 PUBLISHED = {"Set5": (33.66, 30.39, 28.42), "Set14": (30.24, 27.55, 26.00)}
 TOLERANCE_DB = 0.01
-#: What sruc measured, x2 / x3 / x4 (sruc.protocol's docstring; Set14 x3 is 27.53999).
+#: What sruc measured, x2 / x3 / x4 (sruc.core.protocol's docstring; Set14 x3 is 27.53999).
 MEASURED = {"Set5": (33.6649, 30.3961, 28.4243), "Set14": (30.2301, 27.5400, 25.9997)}
 
 
@@ -97,7 +97,7 @@ def test_reproduces_published_bicubic_baselines(
                 f"all measured: {measured}"
             )
             # Tighter: what this implementation measured when the test was written
-            # (sruc.protocol's docstring), so that a drift of a few 0.001 dB shows.
+            # (sruc.core.protocol's docstring), so that a drift of a few 0.001 dB shows.
             pinned = MEASURED[name][(2, 3, 4).index(s)]
             assert abs(got - pinned) < 5e-4, f"{name} x{s}: {got:.4f} dB, was {pinned}"
     assert [len(s["images"]) for s in doc["sets"]] == [5, 14]
@@ -379,8 +379,8 @@ def test_per_scale_registry_group_loads_each_scales_file(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from sruc import checkpoint, registry
-    from sruc.models import SRCNN
+    from sruc.archs import SRCNN
+    from sruc.zoo import checkpoint, registry
 
     files = {}
     for s in (2, 3):

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from sruc import checkpoint
+from sruc.archs import SRCNN, VDSR
 from sruc.errors import ModelError
-from sruc.models import SRCNN, VDSR
-from sruc.registry import load_model
+from sruc.zoo import checkpoint
+from sruc.zoo.registry import load_model
 
 
 def test_round_trip_keeps_architecture_and_weights(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ import torch
 from PIL import Image, ImageFile
 
 from helpers import Run, run_cli, smooth_rgb
-from sruc import fsutil
+from sruc.files import atomic as fsutil
 
 # --------------------------------------------------------------------------- helpers
 
@@ -484,7 +484,7 @@ def test_rename_into_place_fails(
 
 
 def _bare_state_dict(d: Path, vdsr: Path, srcnn: Path) -> str:
-    from sruc.models import VDSR
+    from sruc.archs import VDSR
 
     torch.save(VDSR(depth=3, width=4).state_dict(), d / "bare.pt")
     return "bare.pt"

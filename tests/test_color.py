@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from sruc.color import rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
+from sruc.core.color import rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
 
 
 def test_known_values_match_matlab_rgb2ycbcr() -> None:

@@ -1,4 +1,4 @@
-"""The process-wide allocator tuning done for CPU work (sruc.device.tune_cpu_allocator)."""
+"""The process-wide allocator tuning done for CPU work (sruc.engine.device.tune_cpu_allocator)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from sruc import device
+from sruc.engine import device
 
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 
@@ -20,7 +20,7 @@ glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is
 # measured 25,000 per image.)
 _PROBE = """
 import resource, sys, torch
-from sruc import device
+from sruc.engine import device
 print(device.tune_cpu_allocator())
 def layers():
     maps = [torch.ones((2 + 3 * (i % 2)) << 20) for i in range(6)]
@@ -64,7 +64,7 @@ def test_tuning_is_done_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_preparing_a_model_tunes_the_allocator(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sruc import pipeline
+    from sruc.engine import pipeline
 
     monkeypatch.setattr(device, "_allocator_tuned", None)
     pipeline.prepare_model("bicubic", device="cpu")

@@ -1,4 +1,4 @@
-"""``sruc.models.fused``: the fused convolution + ReLU gives autocast's numbers."""
+"""``sruc.engine.fused``: the fused convolution + ReLU gives autocast's numbers."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sruc import models
-from sruc.models.fused import conv_relu_op, training_forward
+from sruc import archs as models
+from sruc.engine.fused import conv_relu_op, training_forward
 
 pytestmark = pytest.mark.skipif(conv_relu_op() is None, reason="no oneDNN fused convolution")
 

@@ -88,7 +88,7 @@ def make_inputs(root: Path) -> Path:
 
 def _samples(path: Path) -> np.ndarray:
     """Decoded samples of an output file, 16-bit PNG at full depth."""
-    from sruc.images import read_image
+    from sruc.files.images import read_image
 
     with Image.open(path) as im:
         if im.mode in ("L", "RGB", "RGBA", "LA"):
@@ -118,7 +118,7 @@ def _cli(*args: str) -> str:
 
 
 def _weights_after_20_steps(images: Path, out: Path, model: str) -> dict[str, Any]:
-    from sruc.train import TrainConfig, train
+    from sruc.train.loop import TrainConfig, train
 
     config = {"depth": 3, "width": 8} if model == "vdsr" else {"n1": 8, "n2": 4}
     cfg = TrainConfig(

@@ -1,4 +1,4 @@
-"""Tests for sruc.highdepth: 16-bit PNG/TIFF reading and writing.
+"""Tests for sruc.files.highdepth: 16-bit PNG/TIFF reading and writing.
 
 Every full-depth check compares against an independent source of truth:
 files built here byte by byte (with a deliberately simple, loop-based PNG
@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
-from sruc import highdepth
 from sruc.errors import InputError, OutputError
-from sruc.highdepth import HighDepth, read_high_depth, write_png16, write_tiff16
+from sruc.files import highdepth
+from sruc.files.highdepth import HighDepth, read_high_depth, write_png16, write_tiff16
 
 HAS_LIBTIFF = features.check("libtiff")
 needs_libtiff = pytest.mark.skipif(not HAS_LIBTIFF, reason="Pillow built without libtiff")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sruc.metrics import psnr, ssim
+from sruc.core.metrics import psnr, ssim
 
 
 def test_psnr_known_value() -> None:

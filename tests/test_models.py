@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sruc import models
+from sruc import archs as models
+from sruc.archs import SRCNN, VDSR, Bicubic
 from sruc.errors import ModelError
-from sruc.models import SRCNN, VDSR, Bicubic
 
 
 @pytest.mark.parametrize("arch", sorted(models.ARCHITECTURES))

@@ -12,10 +12,10 @@ from PIL import Image, ImageCms
 
 import sruc
 from helpers import EVAL, smooth_rgb
-from sruc import images
 from sruc.cli import main
-from sruc.highdepth import read_high_depth
-from sruc.resize import imresize
+from sruc.core.resize import imresize
+from sruc.files import images
+from sruc.files.highdepth import read_high_depth
 
 
 def _up(src: Path, dst: Path, *args: str) -> None:
@@ -46,7 +46,7 @@ def test_model_changes_only_luma(rgb_png: Path, tmp_path: Path, tiny_vdsr_ckpt: 
     _up(rgb_png, sr, "-s", "2", "--model", str(tiny_vdsr_ckpt))
     a = torch.from_numpy(np.array(Image.open(bic))).permute(2, 0, 1).double() / 255
     b = torch.from_numpy(np.array(Image.open(sr))).permute(2, 0, 1).double() / 255
-    from sruc.color import rgb_to_ycbcr
+    from sruc.core.color import rgb_to_ycbcr
 
     ya, yb = rgb_to_ycbcr(a), rgb_to_ycbcr(b)
     assert float((ya[0] - yb[0]).abs().mean()) > 0.01  # the model did something to Y
@@ -148,7 +148,7 @@ def test_icc_profile_is_carried(tmp_path: Path) -> None:
 
 
 def test_sixteen_bit_rgb_png_stays_sixteen_bit(tmp_path: Path) -> None:
-    from sruc.highdepth import write_png16
+    from sruc.files.highdepth import write_png16
 
     rng = np.random.default_rng(0)
     arr = (rng.integers(0, 65536, (12, 10, 3))).astype(np.uint16)

@@ -16,10 +16,10 @@ from PIL import Image
 
 import sruc
 from helpers import EVAL, run_cli
-from sruc import hub, registry
-from sruc.protocol import evaluate_image
+from sruc.core.protocol import evaluate_image
+from sruc.zoo import hub, registry
 
-WEIGHTS = Path(sruc.__file__).parent / "weights"
+WEIGHTS = Path(sruc.__file__).parent / "zoo" / "weights"
 ROWS = registry.PRETRAINED
 PER_SCALE = [(w, s) for w in ROWS for s in w.scales]
 

@@ -1,8 +1,8 @@
-"""Tests for :mod:`sruc.resize` against an independent MATLAB ``imresize`` reference.
+"""Tests for :mod:`sruc.core.resize` against an independent MATLAB ``imresize`` reference.
 
 The reference (``tests/reference_imresize.py``) is a plain loop-based float64
 implementation of MATLAB's documented bicubic algorithm, written without looking at
-``sruc.resize``.  ``tests/fixtures/imresize_ref.json`` stores its outputs for a
+``sruc.core.resize``.  ``tests/fixtures/imresize_ref.json`` stores its outputs for a
 spread of cases; regenerate it with ``python tests/fixtures/make_imresize_fixtures.py``.
 """
 
@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from reference_imresize import ref_cubic, ref_imresize, ref_output_length
-from sruc.resize import cubic, imresize, output_size
+from sruc.core.resize import cubic, imresize, output_size
 
 FIXTURE_PATH = Path(__file__).resolve().parent / "fixtures" / "imresize_ref.json"
 
@@ -44,7 +44,7 @@ def get_case(name: str) -> tuple[np.ndarray, dict[str, Any], np.ndarray]:
 
 
 def sruc_resize(a: np.ndarray, case: dict[str, Any], dtype: torch.dtype) -> np.ndarray:
-    """Run ``sruc.resize.imresize`` on a 2-D array with the case's scale or size."""
+    """Run ``sruc.core.resize.imresize`` on a 2-D array with the case's scale or size."""
     x = torch.from_numpy(a).to(dtype)
     if case["size"] is not None:
         y = imresize(x, size=tuple(case["size"]))
@@ -142,7 +142,7 @@ def test_hand_derived_impulse_reference() -> None:
 
 
 def test_hand_derived_impulse_sruc() -> None:
-    """``sruc.resize.imresize`` reproduces the hand-derived 1-D impulse up-scale."""
+    """``sruc.core.resize.imresize`` reproduces the hand-derived 1-D impulse up-scale."""
     x = torch.tensor([[0.0, 0.0, 1.0, 0.0, 0.0]], dtype=torch.float64)
     y = imresize(x, size=(1, 10))
     np.testing.assert_allclose(y[0].numpy(), HAND_IMPULSE_X2, rtol=0, atol=1e-15)
@@ -152,7 +152,7 @@ def test_hand_derived_impulse_sruc() -> None:
 
 
 def test_cubic_kernel_matches_reference() -> None:
-    """``sruc.resize.cubic`` is the Keys kernel with a = -0.5."""
+    """``sruc.core.resize.cubic`` is the Keys kernel with a = -0.5."""
     xs = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 3.0, 10.0]
     xs = xs + [-x for x in xs]
     got = cubic(torch.tensor(xs, dtype=torch.float64)).numpy()

@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from helpers import smooth_rgb
-from sruc.models import SRCNN, VDSR
-from sruc.tiling import plan_tiles, run_tiled
+from sruc.archs import SRCNN, VDSR
+from sruc.core.tiling import plan_tiles, run_tiled
 
 
 def _image(h: int, w: int) -> torch.Tensor:
-    from sruc.color import rgb_to_y
+    from sruc.core.color import rgb_to_y
 
     rgb = torch.from_numpy(smooth_rgb(h, w, seed=3)).permute(2, 0, 1).float() / 255
     return rgb_to_y(rgb)[None]
@@ -73,7 +73,7 @@ def test_progress_reports_every_tile(vdsr: VDSR) -> None:
 
 def test_oom_halves_the_tile(monkeypatch: pytest.MonkeyPatch) -> None:
     # Simulate a GPU that fails on tiles over 40 px: the run goes on with smaller tiles.
-    from sruc import tiling
+    from sruc.core import tiling
 
     calls: list[int] = []
     real = tiling._run

@@ -19,13 +19,13 @@ import torch
 from PIL import Image
 
 from helpers import smooth_rgb
-from sruc import checkpoint
 from sruc.cli import main
-from sruc.data import PatchCache
+from sruc.engine.fused import conv_relu_op
 from sruc.errors import SrucWarning
-from sruc.models.fused import conv_relu_op
-from sruc.plot import nice_ticks
-from sruc.train import RECIPES, TrainConfig, train
+from sruc.train.data import PatchCache
+from sruc.train.loop import RECIPES, TrainConfig, train
+from sruc.train.plot import nice_ticks
+from sruc.zoo import checkpoint
 
 TINY = ["--model-config", '{"depth": 3, "width": 8}', "--batch-size", "4", "--patch-size", "16"]
 FAST = ["--val-crop", "32", "--log-every", "2", "-q"]
@@ -125,8 +125,8 @@ def test_srcnn_trains_one_scale(images: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("arch", ["srcnn", "vdsr"])
 def test_adam_recipe_starts_at_bicubic(arch: str) -> None:
     """Before the first step the network returns its (bicubic) input unchanged."""
-    from sruc import models
-    from sruc.train import _start_at_bicubic
+    from sruc import archs as models
+    from sruc.train.loop import _start_at_bicubic
 
     torch.manual_seed(0)
     net = models.build(arch, {})
@@ -251,9 +251,9 @@ def test_downscales_choose_the_augmentation(
 def test_fused_cpu_forward_trains_like_autocast(
     images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str
 ) -> None:
-    """The CPU loop runs each convolution + ReLU fused (sruc.models.fused); the
+    """The CPU loop runs each convolution + ReLU fused (sruc.engine.fused); the
     weights it ends with are those of the plain autocast forward."""
-    import sruc.train as train_mod
+    import sruc.train.loop as train_mod
 
     used: list[bool] = []
     real = train_mod.training_forward
@@ -521,7 +521,7 @@ def test_paper_recipe_defaults(images: Path, tmp_path: Path) -> None:
 
 
 def test_bias_free_vdsr_round_trips(tmp_path: Path) -> None:
-    from sruc import models
+    from sruc import archs as models
 
     net = models.build("vdsr", {"depth": 3, "width": 8, "bias": False})
     assert not any("bias" in k for k in net.state_dict())
@@ -538,7 +538,7 @@ def test_bias_free_vdsr_round_trips(tmp_path: Path) -> None:
 
 
 def test_bias_free_checkpoint_upscales(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from sruc import models
+    from sruc import archs as models
 
     torch.manual_seed(0)
     net = models.build("vdsr", {"depth": 3, "width": 8, "bias": False})

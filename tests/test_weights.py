@@ -34,9 +34,9 @@ from PIL import Image
 import sruc
 from helpers import Run, run_cli, smooth_rgb
 from http_server import FileServer, Reply
-from sruc import checkpoint, hub, registry
+from sruc.archs import SRCNN, VDSR
 from sruc.errors import ModelError, SrucWarning, UsageError
-from sruc.models import SRCNN, VDSR
+from sruc.zoo import checkpoint, hub, registry
 
 PACKAGE = Path(hub.__file__).resolve().parent
 BASE = "/weights-v1/"  # where the test server publishes, like a release folder
@@ -229,7 +229,7 @@ def test_url_file_names_never_collide_and_carry_their_hash() -> None:
 
 
 def test_import_stays_light() -> None:
-    code = "import sys, sruc.hub, sruc.cli_models; assert 'requests' not in sys.modules"
+    code = "import sys, sruc.zoo.hub, sruc.cli.models; assert 'requests' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
@@ -586,7 +586,7 @@ def test_two_processes_pulling_at_once(
     server.then(BASE + "vdsr.pt", *[Reply(chunk_delay_s=0.1)] * 2)
     url = server.url(BASE + "vdsr.pt")
     code = (
-        "import sys; from sruc import hub; "
+        "import sys; from sruc.zoo import hub; "
         "hub.download(sys.argv[1], sys.argv[2], sys.argv[3]); print('done')"
     )
     args = [sys.executable, "-c", code, url, str(cache / "vdsr.pt"), vdsr.sha256]

@@ -31,24 +31,24 @@ from sruc.errors import (
 __version__ = "0.1.0.dev0"
 
 _LAZY = {
-    "upscale": "sruc.pipeline",
-    "upscale_file": "sruc.pipeline",
-    "upscale_picture": "sruc.pipeline",
-    "psnr": "sruc.quality",
-    "ssim": "sruc.quality",
-    "compare": "sruc.quality",
-    "load_model": "sruc.registry",
-    "imresize": "sruc.resize",
-    "read_image": "sruc.images",
-    "write_image": "sruc.images",
+    "upscale": "sruc.engine.pipeline",
+    "upscale_file": "sruc.engine.pipeline",
+    "upscale_picture": "sruc.engine.pipeline",
+    "psnr": "sruc.measure.quality",
+    "ssim": "sruc.measure.quality",
+    "compare": "sruc.measure.quality",
+    "load_model": "sruc.zoo.registry",
+    "imresize": "sruc.core.resize",
+    "read_image": "sruc.files.images",
+    "write_image": "sruc.files.images",
 }
 
 if TYPE_CHECKING:
-    from sruc.images import read_image, write_image
-    from sruc.pipeline import upscale, upscale_file, upscale_picture
-    from sruc.quality import compare, psnr, ssim
-    from sruc.registry import load_model
-    from sruc.resize import imresize
+    from sruc.core.resize import imresize
+    from sruc.engine.pipeline import upscale, upscale_file, upscale_picture
+    from sruc.files.images import read_image, write_image
+    from sruc.measure.quality import compare, psnr, ssim
+    from sruc.zoo.registry import load_model
 
 
 def __getattr__(name: str) -> Any:

@@ -1,10 +1,10 @@
-"""Training SRCNN and VDSR on your own images: ``sruc.train.train(config)``.
+"""Training SRCNN and VDSR on your own images: ``sruc.train.loop.train(config)``.
 
 Reads top to bottom: the recipes, the configuration, then :func:`train`, which
-loads the data (:mod:`sruc.data`), resumes or starts a run folder, builds the
+loads the data (:mod:`sruc.train.data`), resumes or starts a run folder, builds the
 model, and runs the loop: a batch of patches, a forward pass under autocast,
 the loss in float32, a step; every ``val_every`` steps the validation PSNR by
-the protocol (:mod:`sruc.protocol`), keeping the best weights; every few
+the protocol (:mod:`sruc.core.protocol`), keeping the best weights; every few
 minutes an atomic training state. Helpers follow.
 
 A run folder holds::
@@ -60,13 +60,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim import swa_utils
 
-from sruc import __version__, checkpoint, fsutil, models
-from sruc.data import ImageSet, PatchCache, load_images, split_validation
-from sruc.device import resolve_device, tune_cpu_allocator
+from sruc import __version__
+from sruc import archs as models
+from sruc.core.protocol import evaluate_image
+from sruc.engine.device import resolve_device, tune_cpu_allocator
+from sruc.engine.fused import training_forward
 from sruc.errors import InputError, ModelError, OutputError, SrucWarning, UsageError
-from sruc.models.fused import training_forward
-from sruc.plot import line_chart
-from sruc.protocol import evaluate_image
+from sruc.files import atomic as fsutil
+from sruc.train.data import ImageSet, PatchCache, load_images, split_validation
+from sruc.train.plot import line_chart
+from sruc.zoo import checkpoint
 
 STATE_FORMAT = "sruc-train-state/1"
 #: The largest training scale (as for upscaling).
@@ -810,7 +813,7 @@ class _InitWeights:
 
 def _load_init(cfg: TrainConfig) -> _InitWeights:
     """Load ``--init`` (a checkpoint or a registry name) and check it fits the run."""
-    from sruc import registry  # the registry pulls in the download code; only needed here
+    from sruc.zoo import registry  # the registry pulls in the download code; only needed here
 
     assert cfg.init is not None
     try:

@@ -1,7 +1,7 @@
 """``sruc models``: list, pull, verify and locate pretrained weights.
 
-A thin layer over :mod:`sruc.registry` and :mod:`sruc.hub`, registered in
-:mod:`sruc.cli`. Results go to stdout, download progress bars to stderr (and
+A thin layer over :mod:`sruc.zoo.registry` and :mod:`sruc.zoo.hub`, registered in
+:mod:`sruc.cli.main`. Results go to stdout, download progress bars to stderr (and
 only on a terminal).
 """
 
@@ -116,7 +116,7 @@ def models(ctx: click.Context, cache_dir: Path | None, offline: bool) -> None:
     ctx.obj = {"cache_dir": cache_dir, "offline": offline}
     if ctx.invoked_subcommand is not None:
         return
-    from sruc import registry
+    from sruc.zoo import registry
 
     if not registry.PRETRAINED:
         click.echo(NONE_RELEASED)
@@ -161,7 +161,7 @@ def pull(
       sruc models pull --all
       sruc models pull https://example.org/best.pt --sha256 HEX
     """
-    from sruc import hub, registry
+    from sruc.zoo import hub, registry
 
     if everything == (name is not None):
         raise click.UsageError("give a model NAME or --all (one of them)")
@@ -196,7 +196,7 @@ def verify(ctx: click.Context, cache_dir: Path | None, offline: bool) -> None:
     Example:
       sruc models verify
     """
-    from sruc import hub, registry
+    from sruc.zoo import hub, registry
 
     folder, _ = _settings(ctx, cache_dir, offline)
     checks = registry.verify(cache_dir=folder)
@@ -238,7 +238,7 @@ def path(ctx: click.Context, name: str | None, cache_dir: Path | None, offline: 
       sruc models path
       sruc models path vdsr
     """
-    from sruc import hub, registry
+    from sruc.zoo import hub, registry
 
     folder, _ = _settings(ctx, cache_dir, offline)
     if name is None:

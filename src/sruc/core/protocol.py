@@ -30,9 +30,9 @@ from dataclasses import dataclass
 
 import torch
 
-from sruc.color import rgb_to_y
-from sruc.metrics import psnr, ssim
-from sruc.resize import imresize
+from sruc.core.color import rgb_to_y
+from sruc.core.metrics import psnr, ssim
+from sruc.core.resize import imresize
 
 PEAK = 255.0
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from sruc.registry import LoadedModel
+    from sruc.zoo.registry import LoadedModel
 
 
 def weights_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -38,8 +38,8 @@ def load_model_for_cli(
     quiet: bool,
 ) -> LoadedModel:
     """Resolve ``--model`` with the weights options, showing download bars unless quiet."""
-    from sruc.cli_models import download_bars
-    from sruc.registry import load_model
+    from sruc.cli.models import download_bars
+    from sruc.zoo.registry import load_model
 
     with download_bars(not quiet) as bars:
         return load_model(

@@ -25,14 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sruc.models.srcnn import SRCNN
-from sruc.models.vdsr import VDSR
+from sruc.archs.srcnn import SRCNN
+from sruc.archs.vdsr import VDSR
 
 #: Fewest input channels oneDNN handles on its fast path: it runs a one-channel
 #: 3x3 convolution at 7 MP/s in bf16 on the 2-core AMX Xeon, against 94 MP/s
 #: with four channels (three of them zero), copy included; 8 and 16 channels
 #: are slower again. Training leaves such layers unfused; inference pads the
-#: image with zero channels up to this (``sruc.pipeline``).
+#: image with zero channels up to this (``sruc.engine.pipeline``).
 MIN_FUSED_IN_CHANNELS = 4
 
 ConvReLUOp = Callable[..., torch.Tensor]

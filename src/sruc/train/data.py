@@ -1,6 +1,6 @@
 """Training data for ``sruc train``: find the images, fingerprint them, cut patches.
 
-Every training pair is made by the evaluation protocol (:mod:`sruc.protocol`),
+Every training pair is made by the evaluation protocol (:mod:`sruc.core.protocol`),
 so the network learns exactly the degradation it is measured on::
 
     file -> 8-bit HR (C, H, W)
@@ -40,10 +40,10 @@ from pathlib import Path
 
 import torch
 
+from sruc.core.protocol import PEAK, degrade, interpolate, luma, modcrop, quantize
+from sruc.core.resize import imresize
 from sruc.errors import InputError
-from sruc.images import read_image
-from sruc.protocol import PEAK, degrade, interpolate, luma, modcrop, quantize
-from sruc.resize import imresize
+from sruc.files.images import read_image
 
 #: How many skipped files are named one by one before the rest are counted.
 MAX_NAMED_SKIPS = 10

@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from sruc import __version__
-from sruc.cli_options import load_model_for_cli, progress_bar, weights_options
+from sruc.cli.options import load_model_for_cli, progress_bar, weights_options
 from sruc.errors import SrucError
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -54,7 +54,7 @@ def cli() -> None:
 
 
 def _default_output(src: Path, scale: float) -> Path:
-    from sruc.images import FORMATS
+    from sruc.files.images import FORMATS
 
     ext = src.suffix.lower() if src.suffix.lower() in FORMATS else ".png"
     return src.with_name(f"{src.stem}_x{scale:g}{ext}")
@@ -117,9 +117,9 @@ def up(
       sruc up scan.tif -s 2 --model runs/vdsr/best.pt --device cuda
       sruc up photo.jpg -s 3 --model https://host/best.pt --sha256 HEX
     """
-    from sruc.images import DEFAULT_MAX_PIXELS, check_output
-    from sruc.pipeline import upscale_file
-    from sruc.registry import check_scale
+    from sruc.engine.pipeline import upscale_file
+    from sruc.files.images import DEFAULT_MAX_PIXELS, check_output
+    from sruc.zoo.registry import check_scale
 
     check_scale(scale)
     dst = output if output is not None else _default_output(input, scale)
@@ -187,8 +187,8 @@ def psnr(
     Example:
       sruc psnr original.png upscaled.png --shave 3 --ssim
     """
-    from sruc.images import DEFAULT_MAX_PIXELS
-    from sruc.quality import compare
+    from sruc.files.images import DEFAULT_MAX_PIXELS
+    from sruc.measure.quality import compare
 
     limit = max_pixels or DEFAULT_MAX_PIXELS
     result = compare(a, b, shave=shave, y_only=not rgb, with_ssim=with_ssim, max_pixels=limit)
@@ -207,10 +207,10 @@ def _fmt_db(value: float) -> str:
 
 # Commands defined in their own modules (each a thin layer too), registered here.
 # --- registered commands: one line each, keep sorted ---
-from sruc.cli_batch import batch as _batch  # noqa: E402
-from sruc.cli_bench import bench as _bench  # noqa: E402
-from sruc.cli_models import models as _models  # noqa: E402
-from sruc.cli_train import train as _train  # noqa: E402
+from sruc.cli.batch import batch as _batch  # noqa: E402
+from sruc.cli.bench import bench as _bench  # noqa: E402
+from sruc.cli.models import models as _models  # noqa: E402
+from sruc.cli.train import train as _train  # noqa: E402
 
 cli.add_command(_batch)
 cli.add_command(_bench)

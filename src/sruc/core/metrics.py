@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from sruc.color import rgb_to_y
+from sruc.core.color import rgb_to_y
 
 PEAK = 255.0
 # SSIM constants of Wang et al.'s reference implementation.

@@ -2,12 +2,12 @@
 
 A model is named by a registry name (``bicubic``, and the pretrained weights
 once they are released), by a path to a checkpoint file (see
-:mod:`sruc.checkpoint`), or by an http(s) URL pinned with its SHA-256. The
+:mod:`sruc.zoo.checkpoint`), or by an http(s) URL pinned with its SHA-256. The
 table of pretrained weights is data: entries exist only for files that exist.
 
 Adding released weights takes two steps: an entry in :data:`PRETRAINED`, and
-(for the offline default) the file itself in ``src/sruc/weights/``. The files
-are found and fetched by :mod:`sruc.hub`: cache, then bundled, then download.
+(for the offline default) the file itself in ``src/sruc/zoo/weights/``. The files
+are found and fetched by :mod:`sruc.zoo.hub`: cache, then bundled, then download.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from typing import Any, Literal
 
 from torch import nn
 
-from sruc import checkpoint, hub, models
+from sruc import archs as models
 from sruc.errors import ModelError, SrucWarning, UsageError
+from sruc.zoo import checkpoint, hub
 
 #: The largest upscaling factor accepted anywhere.
 MAX_SCALE = 8.0
@@ -43,13 +44,13 @@ class Weights:
         group: the name users type to get it, e.g. ``srcnn``; a group holds
             either one multi-scale file (VDSR) or one file per scale (SRCNN),
             and the requested scale picks the file.
-        arch: architecture, a key of :data:`sruc.models.ARCHITECTURES`.
+        arch: architecture, a key of :data:`sruc.archs.ARCHITECTURES`.
         config: the architecture's constructor arguments, as in the checkpoint.
         scales: scales the weights were trained for, as in the checkpoint.
-        file: file name, in the cache and in ``src/sruc/weights/``.
+        file: file name, in the cache and in ``src/sruc/zoo/weights/``.
         size: file size in bytes.
         sha256: SHA-256 of the file, lower-case hex.
-        url: download URL relative to the base (:func:`sruc.hub.base_url`).
+        url: download URL relative to the base (:func:`sruc.zoo.hub.base_url`).
         psnr: the measured ``sruc bench`` Y-PSNR (dB) per evaluation set and
             scale, e.g. ``{"Set5": {2.0: 37.6}}``; what ``sruc models`` shows.
         trained: what the weights were trained on, and for how long.
@@ -270,7 +271,7 @@ def select(name: str, scale: float | None = None) -> Weights:
 
 
 def pinned(w: Weights, env: Mapping[str, str] | None = None) -> hub.Pinned:
-    """How :mod:`sruc.hub` finds, fetches and verifies a registry file."""
+    """How :mod:`sruc.zoo.hub` finds, fetches and verifies a registry file."""
     return hub.Pinned(
         label=w.name,
         file=w.file,
@@ -283,7 +284,7 @@ def pinned(w: Weights, env: Mapping[str, str] | None = None) -> hub.Pinned:
 
 
 def url_pinned(url: str, sha256: str | None) -> hub.Pinned:
-    """How :mod:`sruc.hub` fetches a model given by URL; the hash is required.
+    """How :mod:`sruc.zoo.hub` fetches a model given by URL; the hash is required.
 
     Raises:
         UsageError: no ``sha256``, or a malformed one.
@@ -307,7 +308,7 @@ def fetch(
     """A verified copy of a registry file: cached, bundled, or downloaded now.
 
     Raises:
-        sruc.hub.DownloadError: offline without a copy, or the download failed.
+        sruc.zoo.hub.DownloadError: offline without a copy, or the download failed.
     """
     return hub.resolve(pinned(w), cache=cache_dir, offline=offline, progress=progress)
 
@@ -467,8 +468,8 @@ def load_model(
     Raises:
         ModelError: unknown name (the message lists the known ones), a bad
             checkpoint, or no weights for that scale.
-        sruc.hub.DownloadError: a download failed, or offline without a copy.
-        sruc.hub.ChecksumError: a file does not have its pinned SHA-256.
+        sruc.zoo.hub.DownloadError: a download failed, or offline without a copy.
+        sruc.zoo.hub.ChecksumError: a file does not have its pinned SHA-256.
         UsageError: a URL without ``sha256``, or a malformed ``sha256``.
     """
     if scale is not None:

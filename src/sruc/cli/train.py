@@ -1,6 +1,6 @@
-"""``sruc train``: a thin click layer over :func:`sruc.train.train`.
+"""``sruc train``: a thin click layer over :func:`sruc.train.loop.train`.
 
-Parses the options into a :class:`~sruc.train.TrainConfig`, renders the
+Parses the options into a :class:`~sruc.train.loop.TrainConfig`, renders the
 library's progress events on stderr (a rich display on a terminal, otherwise a
 plain line per log interval), and prints the best checkpoint's path on stdout.
 """
@@ -284,8 +284,8 @@ def train(
       sruc train ./images --init vdsr --steps 2000 --lr 1e-4 --out runs/vdsr-tuned
       torchrun --nproc_per_node=4 -m sruc train ./images --out runs/ddp
     """
-    from sruc.train import DEFAULT_RECIPE, TrainConfig
-    from sruc.train import train as run_training
+    from sruc.train.loop import DEFAULT_RECIPE, TrainConfig
+    from sruc.train.loop import train as run_training
 
     config = TrainConfig(
         data=str(images),

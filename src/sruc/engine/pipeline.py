@@ -29,15 +29,15 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from sruc import images
-from sruc.color import rgb_to_ycbcr, ycbcr_to_rgb
-from sruc.device import resolve_device, tune_cpu_allocator
+from sruc.core.color import rgb_to_ycbcr, ycbcr_to_rgb
+from sruc.core.resize import imresize, output_size
+from sruc.core.tiling import ProgressFn, TileModel, default_batch, default_tile, run_tiled
+from sruc.engine.device import resolve_device, tune_cpu_allocator
+from sruc.engine.fused import MIN_FUSED_IN_CHANNELS, conv_layers, conv_relu_op, plain_padding
 from sruc.errors import DeviceError, UsageError
-from sruc.images import Picture
-from sruc.models.fused import MIN_FUSED_IN_CHANNELS, conv_layers, conv_relu_op, plain_padding
-from sruc.registry import DEFAULT_MODEL, LoadedModel, check_scale, load_model
-from sruc.resize import imresize, output_size
-from sruc.tiling import ProgressFn, TileModel, default_batch, default_tile, run_tiled
+from sruc.files import images
+from sruc.files.images import Picture
+from sruc.zoo.registry import DEFAULT_MODEL, LoadedModel, check_scale, load_model
 
 ImageInput = str | os.PathLike[str] | Image.Image | Picture
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -47,7 +47,7 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 #: Largest PSNR drop, in dB, that ``auto`` accepts from reduced precision:
-#: measured like the papers measure (:mod:`sruc.protocol`, x2, the scale with
+#: measured like the papers measure (:mod:`sruc.core.protocol`, x2, the scale with
 #: the highest PSNR, where a loss of precision shows most) on built-in probe
 #: images, since the Set5 images cannot ship with sruc.
 MAX_PSNR_DROP_DB = 0.02
@@ -60,7 +60,7 @@ PROBE_SCALE = 2
 
 #: Input channels the first convolution gets on CPUs (the image padded with
 #: zero channels), to stay on oneDNN's fast path (see
-#: :data:`sruc.models.fused.MIN_FUSED_IN_CHANNELS`).
+#: :data:`sruc.engine.fused.MIN_FUSED_IN_CHANNELS`).
 CPU_MIN_IN_CHANNELS = MIN_FUSED_IN_CHANNELS
 
 
@@ -262,12 +262,12 @@ def probe_image(seed: int, edge: int = PROBE_EDGE) -> torch.Tensor:
 def _probe_passes(reduced: TileModel, exact: TileModel, device: torch.device) -> bool:
     """Whether ``reduced`` loses at most :data:`MAX_PSNR_DROP_DB` dB against ``exact``.
 
-    Each probe image goes through the papers' protocol (:mod:`sruc.protocol`:
+    Each probe image goes through the papers' protocol (:mod:`sruc.core.protocol`:
     8-bit LR by MATLAB bicubic, interpolated back, the network, rounded to 8
     bits, Y PSNR with the scale shaved); the drop is averaged over the probes.
     """
-    from sruc.metrics import psnr
-    from sruc.protocol import PEAK, degrade, interpolate, quantize
+    from sruc.core.metrics import psnr
+    from sruc.core.protocol import PEAK, degrade, interpolate, quantize
 
     drops = []
     with torch.inference_mode():
@@ -375,7 +375,7 @@ def run_model(
     """Run a prepared network on ``(1, C, H, W)`` float32 ``x``, tiled; same shape out.
 
     The tile comes from the device when ``tile`` is None (free memory on
-    CUDA, :data:`sruc.tiling.CPU_TILE` on CPUs), and on CUDA several tiles
+    CUDA, :data:`sruc.core.tiling.CPU_TILE` on CPUs), and on CUDA several tiles
     run per forward pass.
     """
     net, precision = pm.runner(bits)

@@ -5,7 +5,7 @@ A sruc checkpoint is one ``torch.save`` of a plain dict, loadable with
 
     {
         "format": "sruc-checkpoint/1",    # identifies the file and its version
-        "arch": "vdsr",                   # a name in sruc.models.ARCHITECTURES
+        "arch": "vdsr",                   # a name in sruc.archs.ARCHITECTURES
         "config": {"depth": 20, ...},     # constructor arguments of that class
         "scales": [2.0, 3.0, 4.0],        # scales the weights were trained for
         "state_dict": {...},              # the weights
@@ -30,9 +30,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from sruc import models
+from sruc import archs as models
 from sruc.errors import ModelError
-from sruc.fsutil import atomic_path
+from sruc.files.atomic import atomic_path
 
 FORMAT = "sruc-checkpoint/1"
 _FORMAT_PREFIX = "sruc-checkpoint/"
@@ -44,7 +44,7 @@ class Checkpoint:
     """A checkpoint's contents.
 
     Attributes:
-        arch: architecture name, a key of :data:`sruc.models.ARCHITECTURES`.
+        arch: architecture name, a key of :data:`sruc.archs.ARCHITECTURES`.
         config: constructor arguments of that architecture.
         scales: upscaling factors the weights were trained for.
         state_dict: the weights.
@@ -81,7 +81,7 @@ class Checkpoint:
 def from_model(
     model: nn.Module, scales: list[float], meta: Mapping[str, Any] | None = None
 ) -> Checkpoint:
-    """Describe a model built by :func:`sruc.models.build` as a checkpoint."""
+    """Describe a model built by :func:`sruc.archs.build` as a checkpoint."""
     arch = next((n for n, c in models.ARCHITECTURES.items() if type(model) is c), None)
     if arch is None:
         raise ModelError(f"{type(model).__name__} is not a sruc architecture")
@@ -125,7 +125,7 @@ def load(path: str | os.PathLike[str]) -> Checkpoint:
     except pickle.UnpicklingError:
         raise ModelError(
             f"{path} is not a sruc checkpoint: it holds pickled Python objects, "
-            "which sruc refuses to load (save with sruc.checkpoint.save)"
+            "which sruc refuses to load (save with sruc.zoo.checkpoint.save)"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise ModelError(f"{path} is corrupt or not a PyTorch file ({_first_line(e)})") from None
@@ -137,7 +137,7 @@ def parse(obj: Any, source: str = "checkpoint") -> Checkpoint:
     if not isinstance(obj, dict) or not str(obj.get("format", "")).startswith(_FORMAT_PREFIX):
         hint = ""
         if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            hint = " (it looks like a bare state_dict: wrap it with sruc.checkpoint.from_model)"
+            hint = " (it looks like a bare state_dict: wrap it with sruc.zoo.checkpoint.from_model)"
         raise ModelError(f"{source} is not a sruc checkpoint{hint}")
     if obj["format"] != FORMAT:
         raise ModelError(

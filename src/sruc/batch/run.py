@@ -11,7 +11,7 @@ it (two threads where the network runs on the CPU, one per free core on a
 GPU). At most :data:`PREFETCH` decoded images wait, and a few results wait to
 be written (:data:`PENDING_WRITE_MEGAPIXELS` of them at most beyond the
 first), so memory stays bounded whatever the folder size.
-Outputs are written atomically (:func:`sruc.images.write_image`), so a killed
+Outputs are written atomically (:func:`sruc.files.images.write_image`), so a killed
 batch never leaves a half-written image, and existing outputs are skipped, so
 running the same command again resumes where it stopped.
 
@@ -39,11 +39,11 @@ from typing import Any
 import torch
 from PIL import UnidentifiedImageError
 
-from sruc import images
+from sruc.engine.pipeline import ModelSpec, PreparedModel, prepare_model, upscale_picture
 from sruc.errors import InputError, OutputError, SrucError, UsageError
-from sruc.images import Picture
-from sruc.pipeline import ModelSpec, PreparedModel, prepare_model, upscale_picture
-from sruc.registry import DEFAULT_MODEL, check_scale
+from sruc.files import images
+from sruc.files.images import Picture
+from sruc.zoo.registry import DEFAULT_MODEL, check_scale
 
 #: Extensions that claim an image: a file with one of these that cannot be
 #: decoded is reported as failed.
@@ -780,7 +780,7 @@ def run_batch(
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; under
             torchrun ``auto``/``cuda`` mean ``cuda:LOCAL_RANK``.
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see
-            :func:`sruc.pipeline.prepare_model`).
+            :func:`sruc.engine.pipeline.prepare_model`).
         tile: tile edge in pixels; 0 disables tiling; None picks one.
         recursive: walk sub-folders of input folders.
         overwrite: redo files whose output exists (default: skip them, so a

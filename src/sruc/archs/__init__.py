@@ -6,10 +6,10 @@ from typing import Any
 
 from torch import nn
 
+from sruc.archs.bicubic import Bicubic
+from sruc.archs.srcnn import SRCNN
+from sruc.archs.vdsr import VDSR
 from sruc.errors import ModelError
-from sruc.models.bicubic import Bicubic
-from sruc.models.srcnn import SRCNN
-from sruc.models.vdsr import VDSR
 
 #: Architecture name (as stored in a checkpoint's ``arch``) -> class.
 ARCHITECTURES: dict[str, type[nn.Module]] = {

@@ -1,4 +1,4 @@
-"""``sruc bench``: a thin click layer over :func:`sruc.bench.bench`.
+"""``sruc bench``: a thin click layer over :func:`sruc.measure.bench.bench`.
 
 The table goes to stderr (it is for people), the ``--json`` document to stdout
 (it is for programs), and the progress bar to stderr only on a terminal.
@@ -13,9 +13,9 @@ from typing import Any
 
 import click
 
-from sruc.cli_options import progress_bar
+from sruc.cli.options import progress_bar
 
-# Same as sruc.cli's; not imported from there because sruc.cli imports this
+# Same as sruc.cli.main's; not imported from there because sruc.cli.main imports this
 # module while it is being initialised.
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 #: Width of the table when stderr is not a terminal (a log, a CI job): wide
@@ -77,8 +77,8 @@ def bench(
       sruc bench datasets/eval/Set5 datasets/eval/Set14 --scale 2,3,4
       sruc bench Set5 --model runs/vdsr/best.pt --model runs/srcnn-x3/best.pt --json
     """
-    from sruc.bench import bench as run_bench
-    from sruc.bench import parse_scales
+    from sruc.measure.bench import bench as run_bench
+    from sruc.measure.bench import parse_scales
 
     scale_list = parse_scales(scales)
     with progress_bar(not quiet, "bench", _console()) as progress:

@@ -9,7 +9,7 @@ selectable with ``f2=1``.
 
 Unlike the paper, which trains on valid convolutions and crops the target,
 every layer here uses "same" zero padding, so the output has the input's size
-and tiles can be stitched exactly (see :mod:`sruc.tiling`).
+and tiles can be stitched exactly (see :mod:`sruc.core.tiling`).
 """
 
 from __future__ import annotations

@@ -188,7 +188,7 @@ def lock_path(dest: Path) -> Path:
 
 def is_inside_package(path: Path) -> bool:
     """Whether ``path`` is in (or is) the installed package folder."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # src/sruc, not this room
     resolved = path.resolve()
     return resolved == package or package in resolved.parents
 

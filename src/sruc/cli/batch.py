@@ -1,4 +1,4 @@
-"""``sruc batch``: a thin click layer over :func:`sruc.batch.run_batch`.
+"""``sruc batch``: a thin click layer over :func:`sruc.batch.run.run_batch`.
 
 People get stderr: one ``error:`` line per file that failed, as it fails, a
 progress bar (only on a terminal), a summary at the end, and a last
@@ -19,13 +19,13 @@ from typing import Any
 
 import click
 
-from sruc.cli_options import load_model_for_cli, weights_options
+from sruc.cli.options import load_model_for_cli, weights_options
 from sruc.errors import SrucError
 
-# Same as sruc.cli's; not imported from there because sruc.cli imports this
+# Same as sruc.cli.main's; not imported from there because sruc.cli.main imports this
 # module while it is being initialised.
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-# Literal copies of sruc.pipeline.PRECISIONS and sruc.batch.OUTPUT_FORMATS, so
+# Literal copies of sruc.engine.pipeline.PRECISIONS and sruc.batch.run.OUTPUT_FORMATS, so
 # that `sruc --help` does not import torch (a test checks they agree).
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 FORMAT_CHOICES = ("same", "png", "jpg", "webp", "tif")
@@ -78,7 +78,7 @@ def _bar(enabled: bool) -> Iterator[tuple[Callable[[Any], None] | None, Callable
     ) as bar:
         task = bar.add_task("batch", total=None, images="", rate="")
 
-        def update(p: Any) -> None:  # p: sruc.batch.BatchProgress
+        def update(p: Any) -> None:  # p: sruc.batch.run.BatchProgress
             rate = p.megapixels / p.elapsed if p.elapsed > 0 else 0.0
             bar.update(
                 task,
@@ -192,9 +192,9 @@ def batch(
       sruc batch photos/ -o up/ --shard 2/4        # the second of four machines
       torchrun --nproc_per_node=4 -m sruc batch photos/ -o up/ --device cuda
     """
-    from sruc.batch import BatchInterrupted, parse_shard, run_batch
-    from sruc.images import DEFAULT_MAX_PIXELS
-    from sruc.registry import check_scale
+    from sruc.batch.run import BatchInterrupted, parse_shard, run_batch
+    from sruc.files.images import DEFAULT_MAX_PIXELS
+    from sruc.zoo.registry import check_scale
 
     check_scale(scale)
     share = parse_shard(shard) if shard is not None else None

@@ -22,14 +22,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageCms, UnidentifiedImageError
 
-from sruc import highdepth
 from sruc.errors import InputError, OutputError, SrucWarning, UsageError
-from sruc.fsutil import atomic_path
+from sruc.files import highdepth
+from sruc.files.atomic import atomic_path
 
 #: Default limit on input pixels, Pillow's own decompression-bomb threshold
 #: (about 89.5 megapixels, a 128 MB 24-bit image); --max-pixels raises it.
 DEFAULT_MAX_PIXELS = 89_478_485
-#: zlib level of 8-bit PNG outputs (16-bit ones use the same in sruc.highdepth).
+#: zlib level of 8-bit PNG outputs (16-bit ones use the same in sruc.files.highdepth).
 #: Measured on Set5 photos upscaled to 432 and 768 px: level 4 makes files
 #: 0.5-2% larger than Pillow's default 6 in half the time (27 vs 54 ms, 96 vs
 #: 184 ms), which matters in `sruc batch` where encoding shares the CPU with

@@ -1,6 +1,6 @@
 """PSNR/SSIM between two images given as files, Pillow images or tensors.
 
-A thin layer over :mod:`sruc.metrics` that decodes like the upscaler does
+A thin layer over :mod:`sruc.core.metrics` that decodes like the upscaler does
 (EXIF orientation applied, alpha ignored), puts 8- and 16-bit images on the
 same 0..255 scale, and explains size mismatches.
 """
@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from sruc import images, metrics
+from sruc.core import metrics
 from sruc.errors import InputError, UsageError
+from sruc.files import images
 
 ImageLike = str | os.PathLike[str] | Image.Image | torch.Tensor
 

@@ -1,15 +1,15 @@
 """``sruc bench``: score models on folders of ground-truth images, as the papers do.
 
-Every number comes from :func:`sruc.protocol.evaluate_image`, the one
+Every number comes from :func:`sruc.core.protocol.evaluate_image`, the one
 implementation of ``shared/PROTOCOL.md`` (modcrop, MATLAB-exact LR on Y at 8-bit
 levels, the model on the interpolated Y, output rounded, Y-PSNR and SSIM with
 ``scale`` pixels shaved). This module only finds the images, checks everything
 that can be checked before any work, runs the models through
-:func:`sruc.tiling.run_tiled` and averages, so that its results stay comparable
+:func:`sruc.core.tiling.run_tiled` and averages, so that its results stay comparable
 with published tables. Bicubic is always measured, beside every model.
 
 Example:
-    >>> from sruc.bench import bench
+    >>> from sruc.measure.bench import bench
     >>> report = bench(["Set5", "Set14"], ["runs/vdsr/best.pt"], [2, 3, 4])  # doctest: +SKIP
     >>> report.result("Set5", 2).bicubic.mean_psnr  # doctest: +SKIP
     33.66...
@@ -32,13 +32,14 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
-from sruc import __version__, registry
-from sruc.device import resolve_device, tune_cpu_allocator
+from sruc import __version__
+from sruc.core.metrics import SSIM_WINDOW
+from sruc.core.protocol import YModel, evaluate_image
+from sruc.core.tiling import run_tiled
+from sruc.engine.device import resolve_device, tune_cpu_allocator
 from sruc.errors import InputError, ModelError, SrucWarning, UsageError
-from sruc.metrics import SSIM_WINDOW
-from sruc.protocol import YModel, evaluate_image
-from sruc.registry import MAX_SCALE, LoadedModel, load_model
-from sruc.tiling import run_tiled
+from sruc.zoo import registry
+from sruc.zoo.registry import MAX_SCALE, LoadedModel, load_model
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -493,7 +494,7 @@ def read_ground_truth(path: str | os.PathLike[str]) -> torch.Tensor:
 
     Gray stays one channel (it is its own Y); everything else becomes RGB.
     Alpha is dropped: quality is measured on colour, as ``sruc psnr`` does.
-    The EXIF orientation is applied, as :func:`sruc.images.read_image` does,
+    The EXIF orientation is applied, as :func:`sruc.files.images.read_image` does,
     so every sruc command sees the same pixels (benchmark sets carry none).
 
     Raises:
@@ -674,7 +675,7 @@ def bench(
         InputError: a missing, empty or image-less folder; an unreadable,
             damaged, 16-bit or too-small image.
         ModelError: an unknown or broken model, one that fits no scale, or
-            weights that cannot be downloaded (:class:`sruc.hub.DownloadError`).
+            weights that cannot be downloaded (:class:`sruc.zoo.hub.DownloadError`).
         DeviceError: the device is not available.
     """
     start = time.perf_counter()

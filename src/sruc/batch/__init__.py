@@ -1,0 +1,1 @@
+"""``sruc batch``: plan a folder of images and run it."""

@@ -1,0 +1,1 @@
+"""Pure tensor code: colour, resize, the evaluation protocol, metrics, tiling."""

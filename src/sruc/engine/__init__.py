@@ -1,0 +1,1 @@
+"""Running networks: devices, precision, fused kernels, prepared models, the pipeline."""

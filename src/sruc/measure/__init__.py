@@ -1,0 +1,1 @@
+"""Measuring quality: PSNR/SSIM of files, and benchmarks on test sets."""

@@ -1,0 +1,1 @@
+"""``sruc train``: recipes, configuration, data, the loop."""

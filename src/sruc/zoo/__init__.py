@@ -1,0 +1,1 @@
+"""Released weights as data, the checkpoint format, the cache and verified downloads."""
