@@ -7,6 +7,7 @@ checks that a file is not broken (bench numbers are in README.md).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from sruc.core.protocol import evaluate_image
 from sruc.zoo import hub, registry
 
 WEIGHTS = Path(sruc.__file__).parent / "zoo" / "weights"
+MANIFEST = Path(__file__).resolve().parents[1] / "release" / "manifest.json"
 ROWS = registry.PRETRAINED
 PER_SCALE = [(w, s) for w in ROWS for s in w.scales]
 
@@ -43,6 +45,24 @@ def test_bundled_file_matches_its_row(w: registry.Weights) -> None:
     path = WEIGHTS / w.file
     assert path.stat().st_size == w.size
     assert hub.file_sha256(path) == w.sha256
+
+
+def test_release_manifest_matches_the_registry_and_the_bundled_files() -> None:
+    # release/manifest.json is kept by hand beside the registry and the run records;
+    # a release that changes a file must change both, and this says where they differ.
+    entries = json.loads(MANIFEST.read_text())["files"]
+    assert sorted(e["name"] for e in entries) == sorted(w.name for w in ROWS)
+    rows = {w.name: w for w in ROWS}
+    for e in entries:
+        w = rows[e["name"]]
+        assert (e["file"], e["sha256"], e["size"]) == (w.file, w.sha256, w.size), w.name
+        assert e["scales"] == list(w.scales), w.name
+        assert e["test_psnr"] == {
+            s: {f"{k:g}": v for k, v in d.items()} for s, d in w.psnr.items()
+        }, w.name
+        path = WEIGHTS / e["file"]
+        assert path.stat().st_size == e["size"], w.name
+        assert hub.file_sha256(path) == e["sha256"], w.name
 
 
 @pytest.mark.parametrize(("w", "scale"), PER_SCALE, ids=[f"{w.name}-x{s:g}" for w, s in PER_SCALE])
