@@ -24,7 +24,7 @@
 #   ARCH=vdsr SCALES=2,3,4   (SRCNN x4: ARCH=srcnn SCALES=4 INIT=src/sruc/zoo/weights/srcnn-x4.pt)
 #   EXTRA=""           more `sruc train` options (e.g. --model-config for a test)
 #   DEVICE=cuda
-#   RUN_FROM=.devpack/run   the run to resume (e.g. a committed release/vdsr-6)
+#   RUN_FROM=.devpack/run   the run to resume (e.g. a committed docs/lab/vdsr-6)
 set -euo pipefail
 pack=.devpack
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate sruc's release weights from the shared training images, with `sruc train`
 # only (no side scripts), then copy them into src/sruc/zoo/weights/ and print the registry
-# numbers (size, SHA-256) for src/sruc/registry.py.
+# numbers (size, SHA-256) for src/sruc/zoo/registry.py and release/manifest.json.
 #
 #   bash scripts/release_weights.sh [DATA] [RUNS]
 #
@@ -10,8 +10,9 @@
 #       best.pt is chosen on that split, never on Set5/Set14.
 # RUNS: where the run folders go (default runs/release, which git ignores). Each
 #       run resumes if interrupted: run the script again with the same arguments.
-#       release/ keeps the record (config.json, metrics.jsonl, val_psnr.png) of
-#       the runs that made the shipped files; their checkpoints are in git history.
+#       docs/lab/ keeps the record (config.json, metrics.jsonl, val_psnr.png) of
+#       the runs that made the shipped files (release/PROVENANCE.md says which);
+#       their checkpoints are in git history.
 # Extra options for every run (e.g. --max-minutes 60, --device cuda) go in
 # SRUC_TRAIN_OPTS.
 set -euo pipefail
