@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from sruc.archs import VDSR
+from sruc.archs.vdsr import VDSR
 from sruc.core.tiling import run_tiled
 from sruc.engine.pipeline import prepare_model
 

@@ -21,7 +21,7 @@ def rgb_png(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_vdsr_ckpt(tmp_path: Path) -> Path:
     """A small random VDSR (6 layers, 8 wide) saved in sruc's checkpoint format."""
-    from sruc.archs import VDSR
+    from sruc.archs.vdsr import VDSR
     from sruc.zoo import checkpoint
 
     torch.manual_seed(0)
@@ -34,7 +34,7 @@ def tiny_vdsr_ckpt(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def tiny_srcnn_ckpt(tmp_path: Path) -> Path:
-    from sruc.archs import SRCNN
+    from sruc.archs.srcnn import SRCNN
     from sruc.zoo import checkpoint
 
     torch.manual_seed(1)

@@ -551,7 +551,7 @@ def test_fast_chain_equals_the_module(tiny_vdsr_ckpt: Path, tiny_srcnn_ckpt: Pat
 
 
 def test_batched_tiles_equal_single_tiles() -> None:
-    from sruc.archs import VDSR
+    from sruc.archs.vdsr import VDSR
     from sruc.core.tiling import plan_tiles, run_tiled
 
     for h, w, t, r in [(53, 37, 16, 5), (61, 47, 23, 8), (20, 90, 32, 8)]:
@@ -587,7 +587,7 @@ def test_cli_choices_match_the_library() -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu_and_handles_4k(tiny_vdsr_ckpt: Path) -> None:
-    from sruc.archs import VDSR
+    from sruc.archs.vdsr import VDSR
 
     lm = sruc.load_model(tiny_vdsr_ckpt)
     g = torch.Generator().manual_seed(0)

@@ -379,7 +379,7 @@ def test_per_scale_registry_group_loads_each_scales_file(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from sruc.archs import SRCNN
+    from sruc.archs.srcnn import SRCNN
     from sruc.zoo import checkpoint, registry
 
     files = {}

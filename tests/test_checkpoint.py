@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sruc.archs import SRCNN, VDSR
+from sruc.archs.srcnn import SRCNN
+from sruc.archs.vdsr import VDSR
 from sruc.errors import ModelError
 from sruc.zoo import checkpoint
 from sruc.zoo.registry import load_model

@@ -484,7 +484,7 @@ def test_rename_into_place_fails(
 
 
 def _bare_state_dict(d: Path, vdsr: Path, srcnn: Path) -> str:
-    from sruc.archs import VDSR
+    from sruc.archs.vdsr import VDSR
 
     torch.save(VDSR(depth=3, width=4).state_dict(), d / "bare.pt")
     return "bare.pt"

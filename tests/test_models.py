@@ -4,11 +4,13 @@ import pytest
 import torch
 
 from sruc import archs as models
-from sruc.archs import SRCNN, VDSR, Bicubic
+from sruc.archs.bicubic import Bicubic
+from sruc.archs.srcnn import SRCNN
+from sruc.archs.vdsr import VDSR
 from sruc.errors import ModelError
 
 
-@pytest.mark.parametrize("arch", sorted(models.ARCHITECTURES))
+@pytest.mark.parametrize("arch", models.names())
 def test_every_architecture_keeps_size_and_backpropagates(arch: str) -> None:
     small = {"srcnn": {"n1": 4, "n2": 2}, "vdsr": {"depth": 4, "width": 4}, "bicubic": {}}[arch]
     model = models.build(arch, small)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from helpers import smooth_rgb
-from sruc.archs import SRCNN, VDSR
+from sruc.archs.srcnn import SRCNN
+from sruc.archs.vdsr import VDSR
 from sruc.core.tiling import plan_tiles, run_tiled
 
 

@@ -34,7 +34,8 @@ from PIL import Image
 import sruc
 from helpers import Run, run_cli, smooth_rgb
 from http_server import FileServer, Reply
-from sruc.archs import SRCNN, VDSR
+from sruc.archs.srcnn import SRCNN
+from sruc.archs.vdsr import VDSR
 from sruc.errors import ModelError, SrucWarning, UsageError
 from sruc.zoo import checkpoint, hub, registry
 

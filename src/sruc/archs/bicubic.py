@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sruc.archs import ArchSpec
+
 
 class Bicubic(nn.Module):
     """Identity: returns the bicubic-upscaled input unchanged.
@@ -28,3 +30,12 @@ class Bicubic(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
+
+
+SPEC = ArchSpec(
+    name="bicubic",
+    module=Bicubic,
+    multiscale=True,
+    identity=True,
+    summary="MATLAB-exact bicubic interpolation, the baseline (no weights)",
+)

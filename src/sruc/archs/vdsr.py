@@ -22,6 +22,8 @@ import math
 import torch
 from torch import nn
 
+from sruc.archs import ArchSpec, ConvPlan, last_conv
+
 
 class VDSR(nn.Module):
     """The very deep residual super-resolution network.
@@ -87,3 +89,34 @@ class VDSR(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (N, C, H, W) bicubic-upscaled image in [0, 1]
         return x + self.body(x)  # residual (N, C, H, W) added back
+
+
+def _conv_plan(module: nn.Module) -> ConvPlan:
+    seq = list(module.body)  # type: ignore[arg-type]
+    layers = [
+        (m, i + 1 < len(seq) and isinstance(seq[i + 1], nn.ReLU))
+        for i, m in enumerate(seq)
+        if isinstance(m, nn.Conv2d)
+    ]
+    return layers, True  # the input is added back
+
+
+def _start_at_identity(module: nn.Module) -> None:
+    """The last convolution at zero: the residual starts at zero, the output at the
+    input (the paper's init starts the residual at about +-0.5)."""
+    last = last_conv(module)
+    nn.init.zeros_(last.weight)
+    if last.bias is not None:
+        nn.init.zeros_(last.bias)
+
+
+SPEC = ArchSpec(
+    name="vdsr",
+    module=VDSR,
+    multiscale=True,
+    patch_size=41,  # as in the paper
+    batch_size=64,
+    conv_plan=_conv_plan,
+    identity_start=_start_at_identity,
+    summary="VDSR (Kim et al. 2016): 20 3x3 convolutions, global residual, all scales in one",
+)

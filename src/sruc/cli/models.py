@@ -19,13 +19,6 @@ from sruc.errors import ModelError
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
-#: ``sruc models`` while the registry is empty.
-NONE_RELEASED = (
-    "No pretrained weights are released yet.\n"
-    "Use --model bicubic (built in, the default), or --model PATH to run a checkpoint\n"
-    "in sruc's format (see README: Checkpoints)."
-)
-
 ProgressFactory = Callable[[str], "Callable[[int, int | None], None] | None"]
 
 
@@ -118,12 +111,9 @@ def models(ctx: click.Context, cache_dir: Path | None, offline: bool) -> None:
         return
     from sruc.zoo import registry
 
-    if not registry.PRETRAINED:
-        click.echo(NONE_RELEASED)
-        return
     folder, off = _settings(ctx, None, False)
     rows = [("NAME", "FILE", "ARCH", "SCALES", "SIZE", "WHERE", "SET5 Y-PSNR (dB)")]
-    rows.append(("bicubic", "-", "bicubic", "any", "-", "built-in", ""))
+    rows += [(n, "-", n, "any", "-", "built-in", "") for n in registry.builtin_names()]
     for w in sorted(registry.PRETRAINED, key=lambda w: (w.group, min(w.scales), w.name)):
         where = registry.where(w, cache_dir=folder, offline=off)
         scales = "x" + "/".join(f"{s:g}" for s in w.scales)

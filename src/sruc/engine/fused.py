@@ -11,7 +11,8 @@ the very kernels autograd runs for ``relu(conv2d(x))``. Outputs come out
 bit-identical, gradients equal up to float32 summation order
 (``tests/test_fused.py``).
 
-:func:`training_forward` runs a VDSR or SRCNN that way, with autocast's casts
+:func:`training_forward` runs any architecture whose spec gives a convolution
+plan (:attr:`sruc.archs.ArchSpec.conv_plan`: VDSR, SRCNN) that way, with autocast's casts
 done by hand, so ``sruc train`` gets the same numbers faster.
 """
 
@@ -25,8 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sruc.archs.srcnn import SRCNN
-from sruc.archs.vdsr import VDSR
+from sruc import archs
 
 #: Fewest input channels oneDNN handles on its fast path: it runs a one-channel
 #: 3x3 convolution at 7 MP/s in bf16 on the 2-core AMX Xeon, against 94 MP/s
@@ -86,22 +86,6 @@ class _ConvReLU(torch.autograd.Function):
         return gx, gw, gb, None
 
 
-def conv_layers(module: nn.Module) -> tuple[list[tuple[nn.Conv2d, bool]], bool] | None:
-    """(convolution, followed by a ReLU) in order, and whether the input is added
-    back; None for anything but a VDSR or SRCNN."""
-    if type(module) is VDSR:
-        seq = list(module.body)
-        layers = [
-            (m, i + 1 < len(seq) and isinstance(seq[i + 1], nn.ReLU))
-            for i, m in enumerate(seq)
-            if isinstance(m, nn.Conv2d)
-        ]
-        return layers, True
-    if type(module) is SRCNN:
-        return [(module.extract, True), (module.map, True), (module.reconstruct, False)], False
-    return None
-
-
 def plain_padding(conv: nn.Conv2d) -> int | None:
     """The padding of a stride-1, one-group, undilated, square-padded convolution."""
     pad = conv.padding
@@ -124,7 +108,7 @@ def training_forward(
     trains them; its output equals the autocast forward's, and so do the
     gradients.
     """
-    spec = conv_layers(module)
+    spec = archs.conv_plan(module)
     if spec is None or dtype not in (None, torch.bfloat16) or conv_relu_op() is None:
         return None
     layers, residual = spec
@@ -160,7 +144,6 @@ def training_forward(
 
 __all__ = [
     "MIN_FUSED_IN_CHANNELS",
-    "conv_layers",
     "conv_relu_op",
     "plain_padding",
     "training_forward",

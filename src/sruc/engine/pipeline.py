@@ -29,11 +29,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from sruc import archs
 from sruc.core.color import rgb_to_ycbcr, ycbcr_to_rgb
 from sruc.core.resize import imresize, output_size
 from sruc.core.tiling import ProgressFn, TileModel, default_batch, default_tile, run_tiled
 from sruc.engine.device import resolve_device, tune_cpu_allocator
-from sruc.engine.fused import MIN_FUSED_IN_CHANNELS, conv_layers, conv_relu_op, plain_padding
+from sruc.engine.fused import MIN_FUSED_IN_CHANNELS, conv_relu_op, plain_padding
 from sruc.errors import DeviceError, UsageError
 from sruc.files import images
 from sruc.files.images import Picture
@@ -101,8 +102,8 @@ class _ConvChain:
 
     @classmethod
     def of(cls, module: nn.Module, dtype: torch.dtype, device: torch.device) -> _ConvChain | None:
-        """The chain for a VDSR or SRCNN, or None for any other module."""
-        spec = conv_layers(module)
+        """The chain of a module whose spec gives a convolution plan, else None."""
+        spec = archs.conv_plan(module)
         if spec is None:
             return None
         layers, residual = spec
@@ -318,7 +319,7 @@ def prepare_model(
     tune_cpu_allocator()  # colour, resize and CPU forward passes reuse their buffers
     candidate = resolve_precision(precision, dev)
     lm = model if isinstance(model, LoadedModel) else load_model(model, scale=scale)
-    if lm.arch == "bicubic":
+    if lm.identity:
         identity: TileModel = lambda x: x  # noqa: E731
         return PreparedModel(lm, dev, "fp32", precision, identity, identity)
     module = lm.module.to(dev).eval()
@@ -419,7 +420,7 @@ def upscale_picture(
         up = imresize(pic.color[None], scale)  # (1, C, H', W'), C = 1 or 3
         assert up.shape[-2:] == (out_h, out_w)
         alpha = imresize(pic.alpha[None], scale)[0].clamp_(0, 1) if pic.alpha is not None else None
-        if pm.loaded.arch == "bicubic":
+        if pm.loaded.identity:
             color = up[0]
         elif pic.is_gray:
             color = run_model(pm, up, bits=pic.bits, tile=tile, progress=progress)[0]
@@ -428,7 +429,7 @@ def upscale_picture(
             y = run_model(pm, ycc[:, :1].contiguous(), bits=pic.bits, tile=tile, progress=progress)
             color = ycbcr_to_rgb(torch.cat([y, ycc[:, 1:]], dim=1))[0]
         color = color.clamp_(0, 1)
-    if progress is not None and pm.loaded.arch == "bicubic":
+    if progress is not None and pm.loaded.identity:
         progress(1, 1)
     return pic.with_pixels(color, alpha)
 

@@ -32,7 +32,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
-from sruc import __version__
+from sruc import __version__, archs
 from sruc.core.metrics import SSIM_WINDOW
 from sruc.core.protocol import YModel, evaluate_image
 from sruc.core.tiling import run_tiled
@@ -580,13 +580,13 @@ def _resolve(spec: ModelSpec, scales: Sequence[int]) -> _Candidate | None:
     so ``--model srcnn --scale 2,3,4`` compares the x2, x3 and x4 weights.
     """
     if isinstance(spec, LoadedModel):
-        return None if spec.arch == "bicubic" else _single(spec.name, spec, scales)
+        return None if spec.identity else _single(spec.name, spec, scales)
     if isinstance(spec, nn.Module):
         lm = load_model(spec)
-        return None if lm.arch == "bicubic" else _single(lm.name, lm, scales)
+        return None if lm.identity else _single(lm.name, lm, scales)
     name = os.fspath(spec)
-    rows = registry.find(name) if name != "bicubic" else []
-    if len(rows) > 1 and rows[0].arch not in registry.MULTISCALE_ARCHS:
+    rows = registry.find(name) if name not in registry.builtin_names() else []
+    if len(rows) > 1 and not archs.get(rows[0].arch).multiscale:
         trained = tuple(sorted({t for w in rows for t in w.scales}))
         at: dict[int, LoadedModel] = {}
         for s in scales:
@@ -597,7 +597,7 @@ def _resolve(spec: ModelSpec, scales: Sequence[int]) -> _Candidate | None:
         reason = f"{name} ({rows[0].arch.upper()}) has weights for {_scales(trained)} only"
         return _Candidate(name, rows[0].arch, trained, at, reason)
     lm = load_model(name)
-    return None if lm.arch == "bicubic" else _single(name, lm, scales)
+    return None if lm.identity else _single(name, lm, scales)
 
 
 def _resolve_all(specs: Sequence[ModelSpec], scales: Sequence[int]) -> list[_Candidate]:

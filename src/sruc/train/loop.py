@@ -60,8 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim import swa_utils
 
-from sruc import __version__
-from sruc import archs as models
+from sruc import __version__, archs
 from sruc.core.protocol import evaluate_image
 from sruc.engine.device import resolve_device, tune_cpu_allocator
 from sruc.engine.fused import training_forward
@@ -76,11 +75,6 @@ STATE_FORMAT = "sruc-train-state/1"
 MAX_SCALE = 8
 #: Environment variable of the test hook that dumps each rank's weight hash.
 DUMP_ENV = "SRUC_TRAIN_DUMP_RANK_WEIGHTS"
-#: Patch edge and global batch size per architecture, as in the papers.
-MODEL_DEFAULTS = {
-    "vdsr": {"patch_size": 41, "batch_size": 64},
-    "srcnn": {"patch_size": 33, "batch_size": 128},
-}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -101,8 +95,8 @@ class Recipe:
     clip: float | None = None  # the global gradient norm is clipped to this (--clip overrides)
     loss: str = "mse"  # see LOSSES
     last_layer_lr: float = 1.0  # lr multiplier of the last convolution (SRCNN: 0.1)
-    identity_start: bool = False  # start at bicubic (see _start_at_bicubic)
-    batch_size: int | None = None  # None: the architecture's (MODEL_DEFAULTS)
+    identity_start: bool = False  # start at the identity (the arch's identity_start)
+    batch_size: int | None = None  # None: the architecture's (ArchSpec.batch_size)
     model_config: tuple[tuple[str, Any], ...] = ()  # architecture defaults, e.g. no biases
     sampling: str = "random"  # see SAMPLINGS
     model: str | None = None  # the architecture this recipe is for (None: any)
@@ -255,7 +249,7 @@ class TrainConfig:
 
     def resolved(self) -> dict[str, Any]:
         """The fields that define the trajectory, defaults filled in (JSON-like)."""
-        defaults = MODEL_DEFAULTS.get(self.model, MODEL_DEFAULTS["vdsr"])
+        spec = archs.get(self.model)
         recipe = resolve_recipe(self.recipe, self.model)
         return {
             "model": self.model,
@@ -268,8 +262,8 @@ class TrainConfig:
             "scales": sorted({int(s) for s in self.scales}),
             "recipe": recipe.name,
             "steps": self.steps,
-            "batch_size": self.batch_size or recipe.batch_size or defaults["batch_size"],
-            "patch_size": self.patch_size or defaults["patch_size"],
+            "batch_size": self.batch_size or recipe.batch_size or spec.batch_size,
+            "patch_size": self.patch_size or spec.patch_size,
             "lr": self.lr if self.lr is not None else recipe.lr,
             "downscales": [float(f) for f in self.downscales],
             "val_split": None if self.val else (self.val_split or 0.05),
@@ -451,7 +445,7 @@ def _train(
     if start_weights is not None:
         net.load_state_dict(start_weights.state_dict)
     elif recipe.identity_start:
-        _start_at_bicubic(net)
+        _start_at_identity(net)
     amp = _resolve_precision(cfg.precision, device)
     fmt = _memory_format(cfg.channels_last, device)
     net = net.to(device=device, memory_format=fmt)
@@ -748,15 +742,18 @@ def _int_scale(s: float) -> int:
 
 def _check_config(cfg: TrainConfig) -> None:
     """Reject option values that can never work, before any work is done."""
-    if cfg.model not in MODEL_DEFAULTS:
-        raise UsageError(f"cannot train {cfg.model!r}; choose one of {', '.join(MODEL_DEFAULTS)}")
+    if cfg.model not in archs.names(trainable=True):
+        known = ", ".join(archs.names(trainable=True))
+        raise UsageError(f"cannot train {cfg.model!r}; choose one of {known}")
     if not cfg.scales:
         raise UsageError("give at least one scale")
-    if cfg.model == "srcnn" and len(cfg.scales) > 1:
+    if not archs.get(cfg.model).multiscale and len(cfg.scales) > 1:
         listed = ",".join(str(s) for s in cfg.scales)
+        multi = [n for n in archs.names(trainable=True) if archs.get(n).multiscale]
         raise UsageError(
-            f"SRCNN learns one scale per model, got {listed}: train one run per scale "
-            f"(e.g. --scale {cfg.scales[0]} --out OUT/x{cfg.scales[0]}), or use --model vdsr"
+            f"{cfg.model.upper()} learns one scale per model, got {listed}: train one run per "
+            f"scale (e.g. --scale {cfg.scales[0]} --out OUT/x{cfg.scales[0]}), or use "
+            f"--model {' or '.join(multi)}"
         )
     resolve_recipe(cfg.recipe, cfg.model)
     positive = {"steps": cfg.steps, "log-every": cfg.log_every}
@@ -841,7 +838,7 @@ def _load_init(cfg: TrainConfig) -> _InitWeights:
 
 def _build(arch: str, config: dict[str, Any]) -> nn.Module:
     try:
-        return models.build(arch, config)
+        return archs.build(arch, config)
     except ModelError as e:
         raise UsageError(f"--model-config: {e}") from None
 
@@ -986,7 +983,7 @@ def _optimizer(net: nn.Module, recipe: Recipe, lr: float) -> torch.optim.Optimiz
     """The recipe's optimiser; the last convolution in its own group when its lr differs."""
     params: list[dict[str, Any]] = [{"params": list(net.parameters())}]
     if recipe.last_layer_lr != 1.0:
-        last = _last_conv(net)
+        last = archs.last_conv(net)
         tail = {id(p) for p in last.parameters()}
         params = [
             {"params": [p for p in net.parameters() if id(p) not in tail]},
@@ -1031,37 +1028,11 @@ class _Interrupt:
         self._previous.clear()
 
 
-def _start_at_bicubic(net: nn.Module) -> None:
-    """Initialise ``net`` so that it returns its (bicubic) input unchanged.
-
-    VDSR: the last convolution is zeroed, so the residual starts at zero (the paper's
-    init starts it at about +-0.5). SRCNN keeps its published architecture, but one
-    filter of each layer starts as a centred unit impulse reading the previous
-    identity channel (inputs are >= 0, so the ReLUs pass them), the other filters of
-    the first two layers get He init instead of the paper's std 1e-3 (which leaves
-    the three-layer product near a saddle), and the other reconstruction weights
-    start at zero: the output is the input, and training learns the correction
-    instead of first having to rediscover the image from noise.
-    """
-    last = _last_conv(net)
-    nn.init.zeros_(last.weight)
-    if last.bias is not None:
-        nn.init.zeros_(last.bias)
-    if not isinstance(net, models.SRCNN):
-        return
-    with torch.no_grad():
-        for conv in (net.extract, net.map):
-            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
-        for conv in (net.extract, net.map, net.reconstruct):
-            k = conv.kernel_size[0] // 2
-            conv.weight[0].zero_()
-            conv.weight[0, 0, k, k] = 1.0
-            assert conv.bias is not None
-            conv.bias[0] = 0.0
-
-
-def _last_conv(net: nn.Module) -> nn.Conv2d:
-    return [m for m in net.modules() if isinstance(m, nn.Conv2d)][-1]
+def _start_at_identity(net: nn.Module) -> None:
+    """Start ``net`` at the identity (its output is its bicubic input), as its spec says."""
+    spec = archs.spec_of(net)
+    if spec is not None and spec.identity_start is not None:
+        spec.identity_start(net)
 
 
 # --------------------------------------------------------------------------- state and files

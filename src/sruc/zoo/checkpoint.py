@@ -5,7 +5,7 @@ A sruc checkpoint is one ``torch.save`` of a plain dict, loadable with
 
     {
         "format": "sruc-checkpoint/1",    # identifies the file and its version
-        "arch": "vdsr",                   # a name in sruc.archs.ARCHITECTURES
+        "arch": "vdsr",                   # an architecture in sruc.archs
         "config": {"depth": 20, ...},     # constructor arguments of that class
         "scales": [2.0, 3.0, 4.0],        # scales the weights were trained for
         "state_dict": {...},              # the weights
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sruc import archs as models
+from sruc import archs
 from sruc.errors import ModelError
 from sruc.files.atomic import atomic_path
 
@@ -44,7 +44,7 @@ class Checkpoint:
     """A checkpoint's contents.
 
     Attributes:
-        arch: architecture name, a key of :data:`sruc.archs.ARCHITECTURES`.
+        arch: architecture name (see :func:`sruc.archs.names`).
         config: constructor arguments of that architecture.
         scales: upscaling factors the weights were trained for.
         state_dict: the weights.
@@ -59,7 +59,7 @@ class Checkpoint:
 
     def build(self) -> nn.Module:
         """The model with these weights loaded, in eval mode, on the CPU."""
-        model = models.build(self.arch, self.config)
+        model = archs.build(self.arch, self.config)
         try:
             model.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as e:
@@ -82,9 +82,10 @@ def from_model(
     model: nn.Module, scales: list[float], meta: Mapping[str, Any] | None = None
 ) -> Checkpoint:
     """Describe a model built by :func:`sruc.archs.build` as a checkpoint."""
-    arch = next((n for n, c in models.ARCHITECTURES.items() if type(model) is c), None)
-    if arch is None:
+    spec = archs.spec_of(model)
+    if spec is None:
         raise ModelError(f"{type(model).__name__} is not a sruc architecture")
+    arch = spec.name
     config = dict(getattr(model, "config", {}))
     # Unwrap DDP/compiled prefixes so the file loads into a bare module.
     sd = {
@@ -156,8 +157,8 @@ def parse(obj: Any, source: str = "checkpoint") -> Checkpoint:
     sd = obj["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ModelError(f"{source} is a damaged sruc checkpoint: bad state_dict")
-    if obj["arch"] not in models.ARCHITECTURES:
-        known = ", ".join(sorted(models.ARCHITECTURES))
+    if obj["arch"] not in archs.names():
+        known = ", ".join(archs.names())
         raise ModelError(
             f"{source} uses architecture {obj['arch']!r}, unknown here (known: {known})"
         )

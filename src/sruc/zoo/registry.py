@@ -22,15 +22,19 @@ from typing import Any, Literal
 
 from torch import nn
 
-from sruc import archs as models
+from sruc import archs
 from sruc.errors import ModelError, SrucWarning, UsageError
 from sruc.zoo import checkpoint, hub
 
 #: The largest upscaling factor accepted anywhere.
 MAX_SCALE = 8.0
 
-#: Names that need no weights file.
-BUILTIN = ("bicubic",)
+
+def builtin_names() -> list[str]:
+    """Names that need no weights file: the architectures that are the identity (bicubic)."""
+    return [n for n in archs.names() if archs.get(n).identity]
+
+
 #: The model `sruc up`, `sruc batch` and :func:`sruc.upscale` use when none is given.
 DEFAULT_MODEL = "vdsr"
 
@@ -44,7 +48,7 @@ class Weights:
         group: the name users type to get it, e.g. ``srcnn``; a group holds
             either one multi-scale file (VDSR) or one file per scale (SRCNN),
             and the requested scale picks the file.
-        arch: architecture, a key of :data:`sruc.archs.ARCHITECTURES`.
+        arch: architecture name (see :func:`sruc.archs.names`).
         config: the architecture's constructor arguments, as in the checkpoint.
         scales: scales the weights were trained for, as in the checkpoint.
         file: file name, in the cache and in ``src/sruc/zoo/weights/``.
@@ -158,10 +162,6 @@ PRETRAINED: tuple[Weights, ...] = (
     ),
 )
 
-#: Architectures that work on the interpolated image for any scale with one
-#: set of weights (VDSR); the others need weights trained for the exact scale.
-MULTISCALE_ARCHS = frozenset({"vdsr", "bicubic"})
-
 #: Where a registry file is now, as ``sruc models`` shows it.
 Where = Literal["cached", "bundled", "remote", "missing"]
 
@@ -188,7 +188,13 @@ class LoadedModel:
 
     @property
     def multiscale(self) -> bool:
-        return self.arch in MULTISCALE_ARCHS
+        """One set of weights for every scale (``ArchSpec.multiscale``)."""
+        return _multiscale(self.arch)
+
+    @property
+    def identity(self) -> bool:
+        """The model returns its interpolated input (bicubic): nothing to run."""
+        return self.arch in archs.names() and archs.get(self.arch).identity
 
     def check_scale(self, scale: float) -> None:
         """Raise if these weights cannot upscale by ``scale``; warn if untrained."""
@@ -221,7 +227,7 @@ def check_scale(scale: float) -> None:
 
 def known_names() -> list[str]:
     """Every model name users can type, built-in ones first (groups, not their files)."""
-    return [*BUILTIN, *sorted({w.group for w in PRETRAINED})]
+    return [*builtin_names(), *sorted({w.group for w in PRETRAINED})]
 
 
 def find(name: str) -> list[Weights]:
@@ -254,7 +260,7 @@ def select(name: str, scale: float | None = None) -> Weights:
             group without a scale.
     """
     rows = lookup(name)
-    if scale is None or rows[0].arch in MULTISCALE_ARCHS:
+    if scale is None or _multiscale(rows[0].arch):
         if len(rows) == 1:
             return rows[0]
         raise ModelError(
@@ -410,11 +416,11 @@ def check_table(rows: tuple[Weights, ...] | list[Weights]) -> list[str]:
     for w in rows:
         groups.setdefault(w.group, []).append(w)
         at = f"{w.name}:"
-        if w.group in BUILTIN or w.name in BUILTIN:
+        if w.group in builtin_names() or w.name in builtin_names():
             problems.append(f"{at} {w.group!r} is a built-in name")
         if w.name != w.group and w.name in {r.group for r in rows}:
             problems.append(f"{at} its name is another group's name")
-        if w.arch not in models.ARCHITECTURES or w.arch == "bicubic":
+        if w.arch not in archs.names() or archs.get(w.arch).identity:
             problems.append(f"{at} unknown architecture {w.arch!r}")
         if not w.scales or not all(1 < s <= MAX_SCALE for s in w.scales):
             problems.append(f"{at} scales {w.scales!r} must be in (1, {MAX_SCALE:g}]")
@@ -429,7 +435,7 @@ def check_table(rows: tuple[Weights, ...] | list[Weights]) -> list[str]:
     for group, members in groups.items():
         if len({w.arch for w in members}) > 1:
             problems.append(f"group {group}: mixes architectures")
-        elif len(members) > 1 and members[0].arch in MULTISCALE_ARCHS:
+        elif len(members) > 1 and _multiscale(members[0].arch):
             problems.append(f"group {group}: a multi-scale architecture needs one file only")
         elif len(members) > 1:
             scales = [s for w in members for s in w.scales]
@@ -478,15 +484,15 @@ def load_model(
         return LoadedModel(
             name=type(spec).__name__,
             module=spec.eval(),
-            arch=next((n for n, c in models.ARCHITECTURES.items() if type(spec) is c), "custom"),
-            radius=models.receptive_radius(spec),
+            arch=getattr(archs.spec_of(spec), "name", "custom"),
+            radius=archs.receptive_radius(spec),
         )
     text = os.fspath(spec)
     pin = hub.check_sha256(sha256) if sha256 is not None else None
-    if text == "bicubic":
+    if text in builtin_names():
         if pin is not None:
-            raise UsageError("--sha256 pins a --model URL or checkpoint file; bicubic has none")
-        return LoadedModel(name="bicubic", module=models.Bicubic(), arch="bicubic")
+            raise UsageError(f"--sha256 pins a --model URL or checkpoint file; {text} has none")
+        return LoadedModel(name=text, module=archs.build(text).eval(), arch=text)
     if hub.is_url(text):
         source = url_pinned(text, pin)
         located = hub.resolve(source, cache=cache_dir, offline=offline, progress=progress)
@@ -524,7 +530,7 @@ def _from_file(path: Path, name: str, sha256: str | None = None) -> LoadedModel:
         module=module,
         arch=ckpt.arch,
         scales=ckpt.scales,
-        radius=models.receptive_radius(module),
+        radius=archs.receptive_radius(module),
         meta=ckpt.meta,
     )
 
@@ -545,7 +551,7 @@ def _check_matches(w: Weights, lm: LoadedModel, path: Path) -> None:
 
 def _unknown(text: str) -> ModelError:
     known = ", ".join(known_names())
-    if text in models.ARCHITECTURES:
+    if text in archs.names():
         return ModelError(
             f"no pretrained {text.upper()} weights are available yet; known models: {known}, "
             "or pass a checkpoint file with --model PATH"
@@ -554,6 +560,10 @@ def _unknown(text: str) -> ModelError:
         f"unknown model {text!r}; known models: {known}, or a checkpoint file path "
         "(or an http(s) URL with --sha256)"
     )
+
+
+def _multiscale(arch: str) -> bool:
+    return arch in archs.names() and archs.get(arch).multiscale
 
 
 def _has_size(path: Path, size: int) -> bool:
