@@ -150,8 +150,8 @@ def _renderer(quiet: bool) -> Iterator[Any]:
 @click.argument("images", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
 @click.option(
-    "--model", type=click.Choice(["vdsr", "srcnn"]), default="vdsr", show_default=True,
-    help="Architecture to train.",
+    "--model", default="vdsr", show_default=True, metavar="ARCH",
+    help="Architecture to train: vdsr or srcnn (any trainable one in sruc.archs).",
 )  # fmt: skip
 @click.option(
     "-s", "--scale", "scales", default="2,3,4", show_default=True, callback=_number_list("2,3,4"),
