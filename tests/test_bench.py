@@ -294,7 +294,6 @@ def test_bad_scale_is_a_usage_error(
 def test_library_refuses_fractional_scales(folder: Path) -> None:
     with pytest.raises(UsageError, match="whole number"):
         bench_mod.bench([folder], [], [2.5])
-    assert bench_mod.parse_scales(" 4, 2,4 ") == [4, 2]
 
 
 def test_missing_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -210,7 +209,6 @@ def test_declared_bomb_fails_fast_without_decoding(
         return original_load(self)
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", spy_load)
-    started = time.perf_counter()
     check_fails(
         capsys,
         work,
@@ -218,7 +216,6 @@ def test_declared_bomb_fails_fast_without_decoding(
         1,
         ("bomb.png", f"{width}x{height}", "--max-pixels"),
     )
-    assert time.perf_counter() - started < 2.0
     assert decoded == [], "the pixels were decoded before the size check"
 
 

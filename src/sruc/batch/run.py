@@ -43,7 +43,8 @@ from sruc.engine.pipeline import ModelSpec, PreparedModel, prepare_model, upscal
 from sruc.errors import InputError, OutputError, SrucError, UsageError
 from sruc.files import images
 from sruc.files.images import Picture
-from sruc.zoo.registry import DEFAULT_MODEL, check_scale
+from sruc.scales import check_scale
+from sruc.zoo.registry import DEFAULT_MODEL
 
 #: Extensions that claim an image: a file with one of these that cannot be
 #: decoded is reported as failed.

@@ -194,7 +194,7 @@ def batch(
     """
     from sruc.batch.run import BatchInterrupted, parse_shard, run_batch
     from sruc.files.images import DEFAULT_MAX_PIXELS
-    from sruc.zoo.registry import check_scale
+    from sruc.scales import check_scale
 
     check_scale(scale)
     share = parse_shard(shard) if shard is not None else None

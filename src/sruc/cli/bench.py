@@ -78,9 +78,9 @@ def bench(
       sruc bench Set5 --model runs/vdsr/best.pt --model runs/srcnn-x3/best.pt --json
     """
     from sruc.measure.bench import bench as run_bench
-    from sruc.measure.bench import parse_scales
+    from sruc.scales import parse_scale_list
 
-    scale_list = parse_scales(scales)
+    scale_list = parse_scale_list(scales)
     with progress_bar(not quiet, "bench", _console()) as progress:
         report = run_bench(
             list(folders),

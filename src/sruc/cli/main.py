@@ -119,7 +119,7 @@ def up(
     """
     from sruc.engine.pipeline import upscale_file
     from sruc.files.images import DEFAULT_MAX_PIXELS, check_output
-    from sruc.zoo.registry import check_scale
+    from sruc.scales import check_scale
 
     check_scale(scale)
     dst = output if output is not None else _default_output(input, scale)

@@ -40,6 +40,12 @@ def _number_list(example: str) -> _Callback:
     return parse
 
 
+def _scale_list(ctx: click.Context, param: click.Parameter, value: str) -> list[float]:
+    from sruc.scales import parse_scale_list
+
+    return parse_scale_list(value)
+
+
 def _parse_json(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, Any]:
     if value is None:
         return {}
@@ -154,7 +160,7 @@ def _renderer(quiet: bool) -> Iterator[Any]:
     help="Architecture to train: vdsr or srcnn (any trainable one in sruc.archs).",
 )  # fmt: skip
 @click.option(
-    "-s", "--scale", "scales", default="2,3,4", show_default=True, callback=_number_list("2,3,4"),
+    "-s", "--scale", "scales", default="2,3,4", show_default=True, callback=_scale_list,
     help="Whole-number scales 2..8, comma-separated (SRCNN: one).",
 )  # fmt: skip
 @click.option(

@@ -38,7 +38,8 @@ from sruc.engine.fused import MIN_FUSED_IN_CHANNELS, conv_relu_op, plain_padding
 from sruc.errors import DeviceError, UsageError
 from sruc.files import images
 from sruc.files.images import Picture
-from sruc.zoo.registry import DEFAULT_MODEL, LoadedModel, check_scale, load_model
+from sruc.scales import check_scale
+from sruc.zoo.registry import DEFAULT_MODEL, LoadedModel, load_model
 
 ImageInput = str | os.PathLike[str] | Image.Image | Picture
 Precision = Literal["auto", "fp32", "bf16", "fp16"]

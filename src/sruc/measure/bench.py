@@ -38,8 +38,9 @@ from sruc.core.protocol import YModel, evaluate_image
 from sruc.core.tiling import run_tiled
 from sruc.engine.device import resolve_device, tune_cpu_allocator
 from sruc.errors import InputError, ModelError, SrucWarning, UsageError
+from sruc.scales import check_protocol_scales
 from sruc.zoo import registry
-from sruc.zoo.registry import MAX_SCALE, LoadedModel, load_model
+from sruc.zoo.registry import LoadedModel, load_model
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -340,56 +341,6 @@ def _num(value: float | None) -> float | str | None:
 # --------------------------------------------------------------------------- inputs
 
 
-def parse_scales(text: str) -> list[int]:
-    """Parse ``"2,3,4"`` into ``[2, 3, 4]`` (duplicates dropped, order kept).
-
-    Raises:
-        UsageError: an empty list, a non-integer, or a scale outside 2..8.
-    """
-    parts = [p.strip() for p in text.split(",")]
-    if not text.strip() or any(not p for p in parts):
-        raise UsageError(
-            f"--scale must be comma-separated whole numbers such as 2,3,4, got {text!r}"
-        )
-    scales = []
-    for p in parts:
-        try:
-            value = int(p)
-        except ValueError:
-            raise UsageError(
-                f"--scale {p!r} is not a whole number; the papers' protocol crops to a "
-                "multiple of the scale, so it needs integers such as 2,3,4"
-            ) from None
-        scales.append(value)
-    return check_scales(scales)
-
-
-def check_scales(scales: Iterable[int | float]) -> list[int]:
-    """Validate integer scales in 2..MAX_SCALE; duplicates dropped, order kept.
-
-    Raises:
-        UsageError: no scales, a fractional one, or one out of range.
-    """
-    out: list[int] = []
-    for s in scales:
-        if isinstance(s, bool) or not isinstance(s, int | float) or not math.isfinite(s):
-            raise UsageError(f"scale must be a whole number, got {s!r}")
-        if s != int(s):
-            raise UsageError(
-                f"scale {s:g} is not a whole number; the papers' protocol crops to a multiple "
-                "of the scale, so it needs integers such as 2,3,4"
-            )
-        if not 2 <= s <= MAX_SCALE:
-            raise UsageError(
-                f"scale {s:g} is out of range: use whole numbers from 2 to {MAX_SCALE:g}"
-            )
-        if int(s) not in out:
-            out.append(int(s))
-    if not out:
-        raise UsageError("give at least one scale, such as 2,3,4")
-    return out
-
-
 def find_images(folder: str | os.PathLike[str]) -> list[Path]:
     """The images directly in ``folder`` (not in sub-folders), sorted by name.
 
@@ -679,7 +630,7 @@ def bench(
         DeviceError: the device is not available.
     """
     start = time.perf_counter()
-    scale_list = check_scales(scales)
+    scale_list = check_protocol_scales(scales, "the benchmark")
     dev = resolve_device(device)
     tune_cpu_allocator()
     if tile is not None and tile < 0:

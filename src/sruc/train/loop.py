@@ -66,13 +66,12 @@ from sruc.engine.device import resolve_device, tune_cpu_allocator
 from sruc.engine.fused import training_forward
 from sruc.errors import InputError, ModelError, OutputError, SrucWarning, UsageError
 from sruc.files import atomic as fsutil
+from sruc.scales import check_protocol_scales
 from sruc.train.data import ImageSet, PatchCache, load_images, split_validation
 from sruc.train.plot import line_chart
 from sruc.zoo import checkpoint
 
 STATE_FORMAT = "sruc-train-state/1"
-#: The largest training scale (as for upscaling).
-MAX_SCALE = 8
 #: Environment variable of the test hook that dumps each rank's weight hash.
 DUMP_ENV = "SRUC_TRAIN_DUMP_RANK_WEIGHTS"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -352,7 +351,8 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
         InputError: no usable training or validation images.
         OutputError: ``out`` holds a different run, or cannot be written.
     """
-    cfg = dataclasses.replace(config, scales=tuple(sorted({_int_scale(s) for s in config.scales})))
+    scales = tuple(sorted(check_protocol_scales(config.scales, "training")))
+    cfg = dataclasses.replace(config, scales=scales)
     _check_config(cfg)
     start_weights = _load_init(cfg) if cfg.init is not None else None
     if start_weights is not None and not cfg.model_config:
@@ -724,20 +724,6 @@ def evaluate(
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def _int_scale(s: float) -> int:
-    if not isinstance(s, int | float) or not math.isfinite(s):
-        raise UsageError(f"scale must be a number, got {s!r}")
-    if s > MAX_SCALE:
-        raise UsageError(f"scale {s:g} is too large: training takes scales from 2 to {MAX_SCALE}")
-    if s != round(s) or s < 2:
-        raise UsageError(
-            f"scale {s:g} cannot be trained: training takes whole-number scales from 2 to "
-            f"{MAX_SCALE} (the protocol makes LR images by integer factors); "
-            "a VDSR trained on 2,3,4 upscales by any factor in between"
-        )
-    return round(s)
 
 
 def _check_config(cfg: TrainConfig) -> None:

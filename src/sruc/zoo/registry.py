@@ -24,10 +24,8 @@ from torch import nn
 
 from sruc import archs
 from sruc.errors import ModelError, SrucWarning, UsageError
+from sruc.scales import MAX_SCALE, check_scale
 from sruc.zoo import checkpoint, hub
-
-#: The largest upscaling factor accepted anywhere.
-MAX_SCALE = 8.0
 
 
 def builtin_names() -> list[str]:
@@ -213,16 +211,6 @@ class LoadedModel:
                 f"{self.name} ({self.arch.upper()}) has weights for x{_fmt(self.scales)} only, "
                 f"not x{scale:g}; use one of those scales or a multi-scale model such as VDSR"
             )
-
-
-def check_scale(scale: float) -> None:
-    """Validate an upscaling factor: a number in (1, MAX_SCALE]."""
-    if not isinstance(scale, int | float) or not math.isfinite(scale):
-        raise UsageError(f"scale must be a number, got {scale!r}")
-    if scale <= 1:
-        raise UsageError(f"scale must be greater than 1 (got {scale:g}); sruc only enlarges")
-    if scale > MAX_SCALE:
-        raise UsageError(f"scale {scale:g} is too large: at most {MAX_SCALE:g}")
 
 
 def known_names() -> list[str]:
