@@ -52,6 +52,7 @@ from sruc.archs.vdsr import VDSR
 from sruc.batch.run import run_batch
 from sruc.core.protocol import PEAK, degrade, evaluate_image, interpolate, luma, quantize
 from sruc.engine import pipeline
+from sruc.engine import precision as policy
 from sruc.files import images
 from sruc.files.images import read_image, write_image
 from sruc.zoo.registry import LoadedModel, load_model
@@ -302,7 +303,7 @@ def main() -> None:
     parser.add_argument(
         "--model", default="vdsr", help="vdsr (bundled), random (full-size VDSR) or a checkpoint"
     )
-    parser.add_argument("--precision", default="auto", choices=pipeline.PRECISIONS)
+    parser.add_argument("--precision", default="auto", choices=policy.PRECISIONS)
     parser.add_argument("--scale", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; best is kept")
     parser.add_argument(
@@ -391,8 +392,8 @@ def main() -> None:
         f"sruc vs naive {between:.2f} dB"
     )
 
-    dtype = torch.float32 if pm.precision == "fp32" else pipeline._DTYPES[pm.precision]
-    if device.type == "cpu" and pm.precision == "fp32" and pipeline.cpu_has_native_bf16():
+    dtype = torch.float32 if pm.precision == "fp32" else policy.dtype_of(pm.precision)
+    if device.type == "cpu" and pm.precision == "fp32" and policy.cpu_has_native_bf16():
         dtype = torch.bfloat16
     sizes = [int(s) for s in args.conv_sizes.split(",")]
     peak = conv_peak(device, dtype, sizes, args.peak_rounds)

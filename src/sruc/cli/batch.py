@@ -20,14 +20,14 @@ from typing import Any
 import click
 
 from sruc.cli.options import load_model_for_cli, weights_options
+from sruc.engine.precision import PRECISIONS
 from sruc.errors import SrucError
 
 # Same as sruc.cli.main's; not imported from there because sruc.cli.main imports this
 # module while it is being initialised.
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-# Literal copies of sruc.engine.pipeline.PRECISIONS and sruc.batch.run.OUTPUT_FORMATS, so
-# that `sruc --help` does not import torch (a test checks they agree).
-PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+# A literal copy of sruc.batch.run.OUTPUT_FORMATS, so that `sruc --help` does not
+# import torch (a test checks they agree).
 FORMAT_CHOICES = ("same", "png", "jpg", "webp", "tif")
 
 
@@ -121,7 +121,7 @@ def _summary(report: Any, scale: float) -> str:
 )  # fmt: skip
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option(
-    "--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
+    "--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
     help="auto: bf16/fp16 where the device runs it natively and the weights keep their "
     "accuracy (checked at start), else fp32.",
 )  # fmt: skip

@@ -20,6 +20,7 @@ import click
 
 from sruc import __version__
 from sruc.cli.options import load_model_for_cli, progress_bar, weights_options
+from sruc.engine.precision import PRECISIONS
 from sruc.errors import SrucError
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -75,7 +76,7 @@ def _default_output(src: Path, scale: float) -> Path:
 )  # fmt: skip
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option(
-    "--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+    "--precision", type=click.Choice(PRECISIONS), default="auto",
     show_default=True, help="auto: bf16/fp16 where the device runs it natively and the "
     "weights keep their accuracy, else fp32.",
 )  # fmt: skip

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from sruc.engine.precision import PRECISIONS
 from sruc.errors import SrucError
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -199,7 +200,7 @@ def _renderer(quiet: bool) -> Iterator[Any]:
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option(
-    "--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+    "--precision", type=click.Choice(PRECISIONS), default="auto",
     show_default=True, help="auto: bf16 where the CPU or GPU has it.",
 )  # fmt: skip
 @click.option(

@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -35,18 +34,13 @@ from sruc.core.resize import imresize, output_size
 from sruc.core.tiling import ProgressFn, TileModel, default_batch, default_tile, run_tiled
 from sruc.engine.device import resolve_device, tune_cpu_allocator
 from sruc.engine.fused import MIN_FUSED_IN_CHANNELS, conv_relu_op, plain_padding
-from sruc.errors import DeviceError, UsageError
+from sruc.engine.precision import dtype_of, resolve_precision
 from sruc.files import images
 from sruc.files.images import Picture
 from sruc.scales import check_scale
 from sruc.zoo.registry import DEFAULT_MODEL, LoadedModel, load_model
 
 ImageInput = str | os.PathLike[str] | Image.Image | Picture
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
-
-#: The values ``precision`` takes, as the CLI lists them.
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 #: Largest PSNR drop, in dB, that ``auto`` accepts from reduced precision:
 #: measured like the papers measure (:mod:`sruc.core.protocol`, x2, the scale with
@@ -199,49 +193,6 @@ class PreparedModel:
 ModelSpec = str | os.PathLike[str] | nn.Module | LoadedModel | PreparedModel
 
 
-def cpu_has_native_bf16() -> bool:
-    """True where the CPU has bf16 instructions (AVX512-BF16 or AMX) oneDNN uses."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    for name in checks:
-        fn = getattr(torch.cpu, name, None)
-        try:
-            if fn is not None and fn():
-                return True
-        except RuntimeError:
-            continue
-    return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """Check ``precision`` for ``device``; ``auto`` becomes the reduced candidate or ``fp32``.
-
-    ``auto`` proposes bf16 on CPUs with native bf16 and on CUDA GPUs that have
-    it (fp16 on older ones); :func:`prepare_model` then keeps it only if the
-    weights pass the accuracy probe. Never fp16 on a CPU.
-
-    Raises:
-        UsageError: an unknown precision, or fp16 on a CPU (PyTorch's CPU
-            convolutions are "not implemented for 'Half'" or very slow).
-        DeviceError: bf16 on a GPU without it.
-    """
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
-    if precision == "fp16" and device.type == "cpu":
-        raise UsageError(
-            "--precision fp16 is not available on the CPU (no fast half-precision "
-            "convolutions there); use bf16 or fp32, or --device cuda"
-        )
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise DeviceError(f"{device} has no bfloat16 support; use --precision fp16 or fp32")
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return "bf16"
-    return "fp32"
-
-
 def probe_image(seed: int, edge: int = PROBE_EDGE) -> torch.Tensor:
     """A synthetic photo-like luminance image, ``(1, edge, edge)`` on 0..255 (8-bit levels).
 
@@ -310,7 +261,8 @@ def prepare_model(
             ``bf16`` or ``fp16`` (GPUs only).
 
     Raises:
-        UsageError: an unknown precision, or fp16 on the CPU.
+        UsageError: an unknown precision.
+        sruc.engine.precision.PrecisionError: bf16/fp16 forced where the device cannot run it.
         DeviceError: the device is not there.
         ModelError: the model cannot be loaded.
     """
@@ -336,7 +288,7 @@ def prepare_model(
             candidate = "fp32"
     if candidate == "fp32":
         return PreparedModel(lm, dev, "fp32", precision, exact, exact)
-    dtype = _DTYPES[candidate]
+    dtype = dtype_of(candidate)
     chain = _ConvChain.of(module, dtype, dev) if chain_ok else None
     reduced: TileModel = chain if chain is not None else _Autocast(module, dtype, dev)
     if precision == "auto" and not _probe_passes(reduced, exact, dev):

@@ -64,6 +64,7 @@ from sruc import __version__, archs
 from sruc.core.protocol import evaluate_image
 from sruc.engine.device import resolve_device, tune_cpu_allocator
 from sruc.engine.fused import training_forward
+from sruc.engine.precision import autocast_dtype, resolve_precision
 from sruc.errors import InputError, ModelError, OutputError, SrucWarning, UsageError
 from sruc.files import atomic as fsutil
 from sruc.scales import check_protocol_scales
@@ -74,7 +75,6 @@ from sruc.zoo import checkpoint
 STATE_FORMAT = "sruc-train-state/1"
 #: Environment variable of the test hook that dumps each rank's weight hash.
 DUMP_ENV = "SRUC_TRAIN_DUMP_RANK_WEIGHTS"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 # --------------------------------------------------------------------------- recipes
@@ -446,7 +446,7 @@ def _train(
         net.load_state_dict(start_weights.state_dict)
     elif recipe.identity_start:
         _start_at_identity(net)
-    amp = _resolve_precision(cfg.precision, device)
+    amp = autocast_dtype(resolve_precision(cfg.precision, device))
     fmt = _memory_format(cfg.channels_last, device)
     net = net.to(device=device, memory_format=fmt)
     opt = _optimizer(net, recipe, run["lr"])
@@ -770,8 +770,7 @@ def _check_config(cfg: TrainConfig) -> None:
     if not cfg.downscales or not all(0 < f <= 1 for f in cfg.downscales):
         given = ",".join(f"{f:g}" for f in cfg.downscales)
         raise UsageError(f"--downscales must be in (0, 1], e.g. 1,0.7,0.5; got {given}")
-    if cfg.precision not in PRECISIONS:
-        raise UsageError(f"unknown precision {cfg.precision!r}; use {', '.join(PRECISIONS)}")
+    resolve_precision(cfg.precision, resolve_device(cfg.device))  # what the device can run
     if not 0 <= cfg.ema < 1:
         raise UsageError(f"--ema must be in [0, 1), e.g. 0.999 (0: off), got {cfg.ema}")
     if not cfg.save_every_minutes > 0:
@@ -931,29 +930,6 @@ def _agree(flag: bool, ddp: _Dist, device: torch.device) -> bool:
     t = torch.tensor([int(flag)], device=device)
     dist.broadcast(t, 0)
     return bool(t.item())
-
-
-def _cpu_has_bf16() -> bool:
-    """True where the CPU computes bf16 natively (AVX512-BF16 or AMX)."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-def _resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for float32."""
-    if precision == "fp32":
-        return None
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise UsageError("--precision fp16 is for CUDA; use bf16 or fp32 here")
-        return torch.float16
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and _cpu_has_bf16():
-        return torch.bfloat16
-    return None
 
 
 def _precision_name(amp: torch.dtype | None) -> str:
