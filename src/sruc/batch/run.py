@@ -41,33 +41,11 @@ from PIL import UnidentifiedImageError
 
 from sruc.engine.pipeline import ModelSpec, PreparedModel, prepare_model, upscale_picture
 from sruc.errors import InputError, OutputError, SrucError, UsageError
-from sruc.files import images
+from sruc.files import discovery, images
 from sruc.files.images import Picture
 from sruc.scales import check_scale
 from sruc.zoo.registry import DEFAULT_MODEL
 
-#: Extensions that claim an image: a file with one of these that cannot be
-#: decoded is reported as failed.
-IMAGE_EXTENSIONS = frozenset({
-    ".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".tif", ".tiff", ".bmp", ".dib",
-    ".gif", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".jp2", ".j2k", ".qoi",
-    ".heic", ".heif", ".avif",
-})  # fmt: skip
-#: Extensions of files that sit beside photos but are not images (videos,
-#: sidecars, documents, camera raw files, whose only decodable part would be
-#: a thumbnail); skipped without being opened. Any other extension is tried
-#: by content and skipped silently if it is not an image.
-NON_IMAGE_EXTENSIONS = frozenset({
-    # video and audio
-    ".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".3gp", ".mts", ".m2ts", ".wmv", ".flv",
-    ".mpg", ".mpeg", ".mp3", ".wav", ".aac", ".m4a", ".flac", ".ogg",
-    # text, documents, sidecars, archives
-    ".txt", ".md", ".json", ".xml", ".csv", ".pdf", ".doc", ".docx", ".html", ".htm", ".log",
-    ".ini", ".yaml", ".yml", ".xmp", ".aae", ".thm", ".lrv", ".dop", ".pp3", ".db", ".zip",
-    ".tar", ".gz", ".7z", ".rar", ".pt", ".pth", ".py",
-    # camera raw
-    ".cr2", ".cr3", ".nef", ".arw", ".dng", ".orf", ".rw2", ".raf", ".pef", ".srw",
-})  # fmt: skip
 #: Output formats by ``output_format`` name; ``same`` keeps the input's
 #: extension where sruc can write it and falls back to PNG.
 OUTPUT_FORMATS = ("same", "png", "jpg", "webp", "tif")
@@ -237,17 +215,11 @@ def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
     return int.from_bytes(digest[:8], "big") % count == index
 
 
-def _is_hidden(name: str) -> bool:
-    # Dot files: .DS_Store, AppleDouble "._IMG.jpg" forks, sruc's own .part files.
-    return name.startswith(".")
-
-
 def _candidate(path: Path, rel: Path) -> _Source | None:
     """A file found by a folder walk or a glob, unless its name says it is no image."""
-    ext = path.suffix.lower()
-    if _is_hidden(path.name) or ext in NON_IMAGE_EXTENSIONS:
+    if not discovery.is_candidate(path):
         return None
-    return _Source(path, rel, ext in IMAGE_EXTENSIONS)
+    return _Source(path, rel, discovery.claims_image(path))
 
 
 @dataclass
@@ -274,17 +246,11 @@ def _walk(
             BatchItem(where, where, FAILED, f"{where}: cannot read folder ({e.strerror})")
         )
 
-    for dirpath, dirnames, filenames in os.walk(folder, onerror=onerror):
-        here = Path(dirpath)
-        dirnames[:] = (
-            sorted(d for d in dirnames if not _is_hidden(d) and (here / d).resolve() != prune)
-            if recursive
-            else []
-        )
-        for name in sorted(filenames):
-            src = _candidate(here / name, (here / name).relative_to(folder))
-            if src is not None:
-                yield src
+    exclude = [prune] if prune is not None else []
+    for path in discovery.walk(folder, recursive=recursive, exclude=exclude, onerror=onerror):
+        src = _candidate(path, path.relative_to(folder))
+        if src is not None:
+            yield src
 
 
 def _glob_base(pattern: str) -> Path:

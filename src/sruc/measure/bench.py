@@ -38,6 +38,7 @@ from sruc.core.protocol import YModel, evaluate_image
 from sruc.core.tiling import run_tiled
 from sruc.engine.device import resolve_device, tune_cpu_allocator
 from sruc.errors import InputError, ModelError, SrucWarning, UsageError
+from sruc.files import discovery
 from sruc.scales import check_protocol_scales
 from sruc.zoo import registry
 from sruc.zoo.registry import LoadedModel, load_model
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 #: File extensions taken as images (case-insensitive); other files are skipped.
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 #: The scales of the published tables, used when none are given.
 DEFAULT_SCALES = (2, 3, 4)
@@ -344,7 +344,7 @@ def _num(value: float | None) -> float | str | None:
 def find_images(folder: str | os.PathLike[str]) -> list[Path]:
     """The images directly in ``folder`` (not in sub-folders), sorted by name.
 
-    Files are recognised by extension (:data:`IMAGE_EXTENSIONS`, any case);
+    Files are recognised by extension (:data:`sruc.files.discovery.IMAGE_EXTENSIONS`);
     other files and hidden files (such as macOS ``._name.png`` companions,
     which are not images) are skipped.
 
@@ -361,14 +361,12 @@ def find_images(folder: str | os.PathLike[str]) -> list[Path]:
         entries = sorted(path.iterdir(), key=lambda p: p.name)
     except OSError as e:
         raise InputError(f"cannot list folder {path}: {e.strerror or e}") from None
-    files = [p for p in entries if not p.name.startswith(".") and p.is_file()]
-    found = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    found = [p for p in discovery.walk(path, recursive=False) if discovery.claims_image(p)]
     if not found:
         if not entries:
             raise InputError(f"{path} is empty: there are no images to measure")
-        kinds = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
         raise InputError(
-            f"{path} has no images ({kinds}) directly inside it; "
+            f"{path} has no images (png, jpg, bmp, tif, webp, ...) directly inside it; "
             f"{len(entries)} other entr{'y' if len(entries) == 1 else 'ies'} skipped"
         )
     return found

@@ -43,6 +43,7 @@ import torch
 from sruc.core.protocol import PEAK, degrade, interpolate, luma, modcrop, quantize
 from sruc.core.resize import imresize
 from sruc.errors import InputError
+from sruc.files import discovery
 from sruc.files.images import read_image
 
 #: How many skipped files are named one by one before the rest are counted.
@@ -98,7 +99,8 @@ class ImageSet:
 
 
 def list_files(root: Path, exclude: Sequence[Path] = ()) -> list[Path]:
-    """Every file under ``root``, recursively, sorted; hidden files and folders left out.
+    """Every file under ``root``, recursively, sorted; hidden files and folders left out
+    (:func:`sruc.files.discovery.walk`).
 
     Raises:
         InputError: ``root`` is missing, not a folder, or holds no file.
@@ -107,15 +109,8 @@ def list_files(root: Path, exclude: Sequence[Path] = ()) -> list[Path]:
         raise InputError(f"{root}: no such folder")
     if not root.is_dir():
         raise InputError(f"{root} is a file; give a folder of training images")
-    excluded = [p.resolve() for p in exclude]
-    files = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        # Prune hidden folders and excluded ones (the run folder, the validation folder).
-        dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in excluded
-        )
-        files += [here / f for f in filenames if not f.startswith(".")]
+    # Hidden folders and the excluded ones (the run folder, the validation folder) pruned.
+    files = list(discovery.walk(root, exclude=exclude))
     if not files:
         raise InputError(f"{root} holds no files; put training images in it")
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
@@ -147,6 +142,9 @@ def load_images(
     too_small = 0
     for path in files:
         name = path.relative_to(root).as_posix()
+        if not discovery.is_candidate(path):  # named as a video, a document...: not opened
+            found.skipped.append((name, f"is not an image (a {path.suffix.lower()} file)"))
+            continue
         try:
             pic = read_image(path)
             data = path.read_bytes()
