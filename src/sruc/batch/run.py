@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from PIL import UnidentifiedImageError
 
+from sruc.engine.launch import torchrun
 from sruc.engine.pipeline import ModelSpec, PreparedModel, prepare_model, upscale_picture
 from sruc.errors import InputError, OutputError, SrucError, UsageError
 from sruc.files import discovery, images
@@ -160,17 +161,6 @@ def parse_shard(spec: str) -> tuple[int, int]:
     return k - 1, n
 
 
-def _torchrun(env: Mapping[str, str]) -> tuple[int, int, int] | None:
-    """(rank, world size, local rank) when started by torchrun with more than one process."""
-    try:
-        world = int(env.get("WORLD_SIZE", "1"))
-        rank = int(env.get("RANK", "0"))
-        local = int(env.get("LOCAL_RANK", str(rank)))
-    except ValueError:
-        return None
-    return (rank, world, local) if world > 1 and 0 <= rank < world else None
-
-
 def effective_shard(
     shard: tuple[int, int] | None, env: Mapping[str, str] | None = None
 ) -> tuple[int, int] | None:
@@ -181,10 +171,10 @@ def effective_shard(
     ``--shard 2/3`` under a 4-process torchrun is share ``1 * 4 + rank`` of 12.
     """
     env = os.environ if env is None else env
-    tr = _torchrun(env)
+    tr = torchrun(env)
     if tr is None:
         return shard
-    rank, world, _ = tr
+    rank, world = tr.rank, tr.world
     k, n = shard if shard is not None else (0, 1)
     return k * world + rank, n * world
 
@@ -193,12 +183,12 @@ def batch_device(device: str | torch.device, env: Mapping[str, str] | None = Non
     """Under torchrun, ``auto``/``cuda`` become ``cuda:LOCAL_RANK`` (one GPU per process)."""
     env = os.environ if env is None else env
     text = str(device).strip().lower()
-    tr = _torchrun(env)
+    tr = torchrun(env)
     if tr is None or text not in ("auto", "cuda"):
         return str(device)
     if text == "auto" and not torch.cuda.is_available():
         return "cpu"
-    return f"cuda:{tr[2]}"
+    return f"cuda:{tr.local_rank}"
 
 
 def in_shard(key: str, shard: tuple[int, int] | None) -> bool:

@@ -10,7 +10,6 @@ early, 2 a usage error, 130 Ctrl-C.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from typing import Any
 import click
 
 from sruc.cli.options import load_model_for_cli, weights_options
+from sruc.engine.launch import rank_prefix
 from sruc.engine.precision import PRECISIONS
 from sruc.errors import SrucError
 
@@ -41,12 +41,6 @@ class BatchFailed(SrucError):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-def _rank_prefix() -> str:
-    """``[rank N] `` under a multi-process torchrun, so interleaved lines can be told apart."""
-    world, rank = os.environ.get("WORLD_SIZE", "1"), os.environ.get("RANK", "0")
-    return f"[rank {rank}] " if world.isdigit() and int(world) > 1 else ""
 
 
 @contextmanager
@@ -198,7 +192,7 @@ def batch(
 
     check_scale(scale)
     share = parse_shard(shard) if shard is not None else None
-    prefix = _rank_prefix()
+    prefix = rank_prefix()
     loaded = load_model_for_cli(model, scale, cache_dir, offline, sha256, quiet)
     with _bar(not quiet) as (bar, say):
 

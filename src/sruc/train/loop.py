@@ -26,9 +26,9 @@ Data parallelism: under ``torchrun`` (``RANK``/``WORLD_SIZE`` set) every process
 trains a DDP replica on its own disjoint slice of each global batch (NCCL on
 CUDA, Gloo on the CPU); rank 0 validates, logs and writes files.
 
-Test hook: with ``SRUC_TRAIN_DUMP_RANK_WEIGHTS=DIR`` set, every rank writes the
-SHA-256 of its final weights to ``DIR/rank{N}.sha256``, so a test can check that
-the replicas ended identical.
+At the end of every data-parallel session the ranks compare a SHA-256 of
+their weights; rank 0 records it in metrics.jsonl (``kind: "replicas"``), and
+replicas that differ stop the run with an error instead of saving one of them.
 
 The library never prints: progress goes to the ``progress`` callback as
 :class:`TrainEvent` objects, skipped files to :mod:`warnings` as
@@ -41,7 +41,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import random
 import signal
 import threading
@@ -64,6 +63,7 @@ from sruc import __version__, archs
 from sruc.core.protocol import evaluate_image
 from sruc.engine.device import resolve_device, tune_cpu_allocator
 from sruc.engine.fused import training_forward
+from sruc.engine.launch import torchrun
 from sruc.engine.precision import autocast_dtype, resolve_precision
 from sruc.errors import InputError, ModelError, OutputError, SrucWarning, UsageError
 from sruc.files import atomic as fsutil
@@ -73,8 +73,6 @@ from sruc.train.plot import line_chart
 from sruc.zoo import checkpoint
 
 STATE_FORMAT = "sruc-train-state/1"
-#: Environment variable of the test hook that dumps each rank's weight hash.
-DUMP_ENV = "SRUC_TRAIN_DUMP_RANK_WEIGHTS"
 
 
 # --------------------------------------------------------------------------- recipes
@@ -664,11 +662,11 @@ def _train(
         ):
             break
 
-    # The end of this session: the final state (rank 0), and the test hook.
+    # The end of this session: the replicas must agree; the final state (rank 0).
+    if ddp.world_size > 1:
+        _check_replicas(net, ddp, out, done)
     if ddp.main and (state is None or done > start):
         save_state(done)
-    if os.environ.get(DUMP_ENV):
-        _dump_weights_hash(net, Path(os.environ[DUMP_ENV]) / f"rank{ddp.rank}.sha256")
     ddp.barrier()
     total = wall_before + time.monotonic() - t_start
     result = TrainResult(
@@ -908,12 +906,12 @@ def _setup_distributed(spec: str) -> tuple[_Dist, torch.device]:
     """The process group under torchrun (RANK/WORLD_SIZE set) and this process's device."""
     device = resolve_device(spec)
     tune_cpu_allocator()  # a step's activations come back from the heap, not fresh pages
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    launch = torchrun()
+    if launch is None:
         return _Dist(), device
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world = launch.rank, launch.world
     if device.type == "cuda":
-        device = torch.device("cuda", local)  # one GPU per process
+        device = torch.device("cuda", launch.local_rank)  # one GPU per process
         torch.cuda.set_device(device)
     elif device.type != "cpu":
         raise UsageError(f"data-parallel training runs on CUDA or the CPU, not {device.type}")
@@ -1115,14 +1113,28 @@ def _write_plot(
     _atomic(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
-def _dump_weights_hash(net: nn.Module, path: Path) -> None:
-    """Test hook: the SHA-256 of the weights, in state_dict order."""
+def _weights_hash(net: nn.Module) -> str:
+    """The SHA-256 of the weights, in state_dict order."""
     h = hashlib.sha256()
     for name, t in net.state_dict().items():
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(h.hexdigest() + "\n")
+    return h.hexdigest()
+
+
+def _check_replicas(net: nn.Module, ddp: _Dist, out: Path, step: int) -> None:
+    """Every rank's weights are rank 0's (DDP keeps them so); rank 0 records the hash."""
+    mine = _weights_hash(net)
+    hashes: list[str] = [""] * ddp.world_size
+    dist.all_gather_object(hashes, mine)
+    if len(set(hashes)) > 1:
+        raise ModelError(
+            f"the {ddp.world_size} data-parallel replicas ended step {step} with different "
+            "weights; the state is not saved (please report it)"
+        )
+    if ddp.main:
+        record = {"kind": "replicas", "step": step, "world_size": ddp.world_size, "sha256": mine}
+        _append_jsonl(out / "metrics.jsonl", record)
 
 
 def _center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
