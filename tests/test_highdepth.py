@@ -2,14 +2,21 @@
 
 Every full-depth check compares against an independent source of truth:
 files built here byte by byte (with a deliberately simple, loop-based PNG
-filter and TIFF layout), files written by Pillow where Pillow can write them
-(16-bit gray), and small reference decoders here for the writers' output.
+filter and TIFF layout, LZW and PackBits encoders), files written by Pillow
+where Pillow can write them (16-bit gray), Pillow's 8-bit decoding of the same
+files, and small reference decoders here for the writers' output.
+
+The PNG tests run with both colour backends: imagecodecs (libpng, the
+``codecs`` extra; skipped where it is not installed) and pypng (pure Python).
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import struct
+import subprocess
+import sys
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +32,8 @@ from sruc.files.highdepth import HighDepth, read_high_depth, write_png16, write_
 
 HAS_LIBTIFF = features.check("libtiff")
 needs_libtiff = pytest.mark.skipif(not HAS_LIBTIFF, reason="Pillow built without libtiff")
+HAS_CODECS = highdepth._codecs() is not None
+needs_codecs = pytest.mark.skipif(not HAS_CODECS, reason="imagecodecs (sruc[codecs]) missing")
 
 COLOUR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}
 ICC = b"not a real profile, but bytes are bytes " * 7
@@ -38,6 +47,14 @@ def _random(shape: Sequence[int], seed: int = 0) -> np.ndarray:
 
 def _read(path: Path) -> HighDepth | None:
     return read_high_depth(lambda: Image.open(path))
+
+
+@pytest.fixture(params=[pytest.param("codecs", marks=needs_codecs), "pypng"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The PNG colour codec under test: imagecodecs where installed, then pypng."""
+    if request.param == "pypng":
+        monkeypatch.setattr(highdepth, "_codecs", lambda: None)
+    return str(request.param)
 
 
 # --------------------------------------------------------------------------- reference PNG
@@ -152,6 +169,29 @@ def _decode_png(data: bytes) -> tuple[list[bytes], np.ndarray]:
 # --------------------------------------------------------------------------- reference TIFF
 
 
+def _lzw(data: bytes) -> bytes:
+    """TIFF LZW of ``data`` using literal codes only: 9-bit codes, MSB first.
+
+    A ClearCode (256) every 250 literals keeps the decoder's table below 511
+    entries, so the code width never grows; EndOfInformation (257) closes it.
+    """
+    codes: list[int] = []
+    for start in range(0, len(data), 250):
+        codes.append(256)
+        codes.extend(data[start : start + 250])
+    codes.append(257)
+    bits = "".join(f"{code:09b}" for code in codes)
+    bits += "0" * (-len(bits) % 8)
+    return int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
+def _packbits(data: bytes) -> bytes:
+    """PackBits with literal runs only: a header byte n - 1, then n bytes (n <= 128)."""
+    return b"".join(
+        bytes([len(data[i : i + 128]) - 1]) + data[i : i + 128] for i in range(0, len(data), 128)
+    )
+
+
 def _tiff_file(
     image: np.ndarray,
     *,
@@ -162,9 +202,10 @@ def _tiff_file(
     photometric: int | None = None,
     tile: int | None = None,
     rows_per_strip: int = 3,
+    planar: bool = False,
     more_tags: Sequence[tuple[int, int, list[int]]] = (),
 ) -> bytes:
-    """A 16-bit TIFF built by hand: strips or tiles, either byte order."""
+    """A 16-bit TIFF built by hand: strips or tiles, either byte order, chunky or planar."""
     height, width, channels = image.shape
 
     def encode(block: np.ndarray) -> bytes:
@@ -172,7 +213,8 @@ def _tiff_file(
         if predictor == 2:
             samples[:, 1:] -= block[:, :-1].astype(np.int64)
         data = (samples % 65536).astype(order + "u2").tobytes()
-        return zlib.compress(data) if compression == 8 else data
+        coders = {8: zlib.compress, 5: _lzw, 32773: _packbits}
+        return coders[compression](data) if compression in coders else data
 
     if tile:
         # Tiles cover the image on a grid and are padded at the right/bottom.
@@ -185,7 +227,13 @@ def _tiff_file(
         ]
         layout = [(322, 3, [tile]), (323, 3, [tile]), (324, 4, None), (325, 4, None)]
     else:
-        blocks = [encode(image[y : y + rows_per_strip]) for y in range(0, height, rows_per_strip)]
+        # Planar configuration 2: all strips of the first sample, then the next.
+        planes = [image[..., c : c + 1] for c in range(channels)] if planar else [image]
+        blocks = [
+            encode(plane[y : y + rows_per_strip])
+            for plane in planes
+            for y in range(0, height, rows_per_strip)
+        ]
         layout = [(273, 4, None), (278, 3, [rows_per_strip]), (279, 4, None)]
     tags = [
         (256, 3, [width]),
@@ -194,7 +242,7 @@ def _tiff_file(
         (259, 3, [compression]),
         (262, 3, [photometric if photometric is not None else (1 if channels < 3 else 2)]),
         (277, 3, [channels]),
-        (284, 3, [1]),
+        (284, 3, [2 if planar else 1]),
         *layout,
         *more_tags,
     ]
@@ -262,7 +310,9 @@ def _decode_tiff(data: bytes) -> tuple[dict[int, Any], np.ndarray]:
 
 @pytest.mark.parametrize("channels", [1, 2, 3, 4])
 @pytest.mark.parametrize("interlace", [False, True])
-def test_png_all_filter_types_read_exactly(tmp_path: Path, channels: int, interlace: bool) -> None:
+def test_png_all_filter_types_read_exactly(
+    tmp_path: Path, channels: int, interlace: bool, backend: str
+) -> None:
     image = _random((11, 13, channels), seed=channels)
     path = tmp_path / "in.png"
     path.write_bytes(_png_file(image, interlace=interlace))
@@ -279,7 +329,7 @@ def test_png_all_filter_types_read_exactly(tmp_path: Path, channels: int, interl
             np.testing.assert_array_equal(np.asarray(im), image >> 8)
 
 
-def test_png_smooth_image_with_every_filter(tmp_path: Path) -> None:
+def test_png_smooth_image_with_every_filter(tmp_path: Path, backend: str) -> None:
     # Random data hides little; a gradient makes each filter's prediction matter.
     y, x = np.mgrid[0:9, 0:10]
     image = np.stack([x * 6000 + y, y * 7000 + x, (x * y * 911) % 65536], axis=-1)
@@ -300,7 +350,7 @@ def test_png_gray_written_by_pillow(tmp_path: Path) -> None:
     np.testing.assert_array_equal(result.array[..., 0], image)
 
 
-def test_png_trns_colour_key_becomes_alpha(tmp_path: Path) -> None:
+def test_png_trns_colour_key_becomes_alpha(tmp_path: Path, backend: str) -> None:
     image = _random((5, 6, 3), seed=3)
     key = image[2, 3].copy()
     image[4, 0] = key
@@ -336,6 +386,9 @@ TIFF_CODINGS = [
     pytest.param(1, 1, id="raw"),
     pytest.param(8, 1, id="deflate", marks=needs_libtiff),
     pytest.param(8, 2, id="deflate-predictor", marks=needs_libtiff),
+    pytest.param(32773, 1, id="packbits", marks=needs_libtiff),
+    pytest.param(5, 1, id="lzw", marks=[needs_libtiff, needs_codecs]),
+    pytest.param(5, 2, id="lzw-predictor", marks=[needs_libtiff, needs_codecs]),
 ]
 
 
@@ -428,6 +481,46 @@ def test_tiff_orientation_is_applied_like_pillow(tmp_path: Path) -> None:
         np.testing.assert_array_equal(np.asarray(im), result.array >> 8)
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_tiff_orientation_is_applied_like_pillow(tmp_path: Path, orientation: int) -> None:
+    image = _random((5, 7, 4), seed=orientation)
+    path = tmp_path / "oriented.tif"
+    path.write_bytes(_tiff_file(image, extra=2, more_tags=[(274, 3, [orientation])]))
+    result = _read(path)
+    assert result is not None
+    assert result.array.shape == ((7, 5, 4) if orientation >= 5 else (5, 7, 4))
+    with Image.open(path) as im:
+        np.testing.assert_array_equal(np.asarray(im), result.array >> 8)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_tiff_planar_configuration_2(tmp_path: Path, channels: int) -> None:
+    image = _random((7, 9, channels), seed=20 + channels)
+    path = tmp_path / "planar.tif"
+    path.write_bytes(_tiff_file(image, planar=True, extra=2 if channels == 4 else None))
+    result = _read(path)
+    assert result is not None
+    np.testing.assert_array_equal(result.array, image)
+
+
+@needs_libtiff
+def test_lzw_without_codecs_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(highdepth, "_tiff_decodable", lambda compression: compression != 5)
+    colour = tmp_path / "colour.tif"
+    colour.write_bytes(_tiff_file(_random((4, 5, 3)), compression=5))
+    with pytest.raises(InputError, match=r"LZW .*pip install 'sruc\[codecs\]'"):
+        _read(colour)
+    # Gray goes through Pillow's libtiff, which needs no extra.
+    gray_image = _random((4, 5, 1), seed=2)
+    gray = tmp_path / "gray.tif"
+    gray.write_bytes(_tiff_file(gray_image, compression=5, photometric=0))
+    result = _read(gray)
+    assert result is not None
+    np.testing.assert_array_equal(result.array, 65535 - gray_image)
+
+
 @pytest.mark.parametrize(
     "compression",
     [
@@ -473,7 +566,7 @@ def test_signed_16_bit_tiff_returns_none(tmp_path: Path) -> None:
     assert _read(path) is None
 
 
-def test_file_object_is_left_open(tmp_path: Path) -> None:
+def test_file_object_is_left_open(tmp_path: Path, backend: str) -> None:
     image = _random((4, 6, 3), seed=11)
     data = _png_file(image)
     stream = io.BytesIO(data)
@@ -500,7 +593,42 @@ def test_loaded_image_is_rejected(tmp_path: Path) -> None:
         read_high_depth(lambda: im)
 
 
-def test_truncated_png_raises_input_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("compression", "tile"),
+    [(1, None), (1, 16), pytest.param(8, None, marks=needs_libtiff)],
+)
+def test_truncated_tiff_raises_input_error(
+    tmp_path: Path, compression: int, tile: int | None
+) -> None:
+    data = _tiff_file(_random((40, 40, 3), seed=13), compression=compression, tile=tile)
+    path = tmp_path / "cut.tif"
+    path.write_bytes(data[: len(data) * 3 // 4])
+    with pytest.raises(InputError, match="damaged or truncated") as caught:
+        _read(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_tiff_file_object_is_left_open(tmp_path: Path) -> None:
+    image = _random((4, 6, 4), seed=14)
+    stream = io.BytesIO(_tiff_file(image, extra=2))
+    result = read_high_depth(lambda: Image.open(stream))
+    assert result is not None
+    np.testing.assert_array_equal(result.array, image)
+    assert not stream.closed
+
+
+@needs_codecs
+def test_codec_log_records_are_muted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # libpng advises on interlaced files through imagecodecs' logger; the
+    # library must not print, and logging's last-resort handler would.
+    path = tmp_path / "interlaced.png"
+    path.write_bytes(_png_file(_random((9, 9, 3)), interlace=True))
+    with caplog.at_level(logging.DEBUG):
+        assert _read(path) is not None
+    assert [r for r in caplog.records if r.name.startswith(("imagecodecs", "tifffile"))] == []
+
+
+def test_truncated_png_raises_input_error(tmp_path: Path, backend: str) -> None:
     data = _png_file(_random((40, 40, 3), seed=12))
     path = tmp_path / "cut.png"
     path.write_bytes(data[: len(data) // 2])
@@ -513,7 +641,9 @@ def test_truncated_png_raises_input_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("channels", [1, 2, 3, 4])
 @pytest.mark.parametrize("shape", [(1, 1), (9, 14)])
-def test_write_png16_round_trip(tmp_path: Path, channels: int, shape: tuple[int, int]) -> None:
+def test_write_png16_round_trip(
+    tmp_path: Path, channels: int, shape: tuple[int, int], backend: str
+) -> None:
     image = _random((*shape, channels), seed=channels)
     path = tmp_path / "out.png"
 
@@ -540,18 +670,7 @@ def test_write_png16_round_trip(tmp_path: Path, channels: int, shape: tuple[int,
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
 
 
-@pytest.mark.parametrize("bytes_per_pixel", [2, 4, 6, 8])
-def test_vectorised_filters_match_reference(bytes_per_pixel: int) -> None:
-    # Random bytes hit every Paeth tie-break; the reference works byte by byte.
-    image = _random((9, 12, bytes_per_pixel // 2), seed=bytes_per_pixel)
-    raw = image.astype(">u2").view(np.uint8).reshape(9, -1)
-    up = np.concatenate([np.zeros_like(raw[:1]), raw[:-1]])
-    candidates = highdepth._png_filter_candidates(raw, up, bytes_per_pixel)
-    for kind in range(5):
-        reference = np.frombuffer(_filter_rows(image, [kind] * 9), dtype=np.uint8)
-        np.testing.assert_array_equal(candidates[kind], reference.reshape(9, -1)[:, 1:])
-
-
+@needs_codecs
 def test_write_png16_uses_filters_and_compresses_smooth_data(tmp_path: Path) -> None:
     y, x = np.mgrid[0:64, 0:64]
     image = np.stack([x * 1000, y * 1000, (x + y) * 500], axis=-1).astype(np.uint16)
@@ -563,10 +682,7 @@ def test_write_png16_uses_filters_and_compresses_smooth_data(tmp_path: Path) -> 
     assert path.stat().st_size < len(zlib.compress(image.astype(">u2").tobytes(), 6)) / 4
 
 
-def test_write_png16_in_several_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Small blocks exercise the joined deflate pieces, the Adler-32 running
-    # across them and the Up/Paeth prediction from the previous block's row.
-    monkeypatch.setattr(highdepth, "_PNG_BLOCK_BYTES", 100)
+def test_write_png16_smooth_gray_alpha(tmp_path: Path, backend: str) -> None:
     y, x = np.mgrid[0:23, 0:10]
     image = np.stack([x * 3000 + y * 5, y * 2000 + x], axis=-1).astype(np.uint16)
     path = tmp_path / "blocks.png"
@@ -578,7 +694,7 @@ def test_write_png16_in_several_blocks(tmp_path: Path, monkeypatch: pytest.Monke
     np.testing.assert_array_equal(result.array, image)
 
 
-def test_write_png16_accepts_2d_and_big_endian(tmp_path: Path) -> None:
+def test_write_png16_accepts_2d_and_big_endian(tmp_path: Path, backend: str) -> None:
     image = _random((5, 4))
     path = tmp_path / "gray.png"
     write_png16(path, image.astype(">u2"))
@@ -587,7 +703,7 @@ def test_write_png16_accepts_2d_and_big_endian(tmp_path: Path) -> None:
     np.testing.assert_array_equal(result.array[..., 0], image)
 
 
-def test_write_png16_strips_exif_header_and_rejects_garbage(tmp_path: Path) -> None:
+def test_write_png16_strips_exif_header_and_rejects_garbage(tmp_path: Path, backend: str) -> None:
     image = _random((2, 2, 3))
     path = tmp_path / "exif.png"
     write_png16(path, image, exif=b"Exif\x00\x00" + EXIF)
@@ -611,7 +727,8 @@ def test_write_tiff16_round_trip(
     np.testing.assert_array_equal(decoded, image)
     assert len(tags[273]) > 1
     assert tags[258] == [16] * channels
-    assert (tags[259], tags[284], tags[317]) == ([8], [1], [2])
+    # PlanarConfiguration "need not be included" for one sample (TIFF 6.0).
+    assert (tags[259], tags.get(284, [1]), tags[317]) == ([8], [1], [2])
     assert tags[262] == [1 if channels < 3 else 2]
     assert tags.get(338) == ([2] if channels in (2, 4) else None)
     assert tags[34675] == ICC
@@ -645,6 +762,44 @@ def test_writers_reject_bad_input(tmp_path: Path, writer: object) -> None:
     with pytest.raises(OutputError, match="cannot create"):
         writer(tmp_path / "missing" / "out", np.zeros((2, 2, 3), dtype=np.uint16))
     assert not path.exists()
+
+
+# A plain `pip install sruc`: imagecodecs cannot be imported, so tifffile uses
+# its own zlib and numpy codecs and PNG goes through pypng.
+PURE_SCRIPT = """
+import sys
+sys.modules["imagecodecs"] = None
+import numpy as np
+import tifffile
+from PIL import Image
+from sruc.files import highdepth
+assert highdepth._codecs() is None and not highdepth._tiff_decodable(5)
+folder = sys.argv[1]
+image = np.load(folder + "/image.npy")
+highdepth.write_tiff16(folder + "/pure.tif", image, icc_profile=b"icc")
+highdepth.write_png16(folder + "/pure.png", image, icc_profile=b"icc")
+for name in ("pure.tif", "pure.png", "given.tif"):
+    deep = highdepth.read_high_depth(lambda: Image.open(folder + "/" + name))
+    np.save(folder + "/" + name + ".npy", deep.array)
+"""
+
+
+@needs_libtiff
+def test_codecs_without_imagecodecs(tmp_path: Path) -> None:
+    image = _random((9, 14, 4), seed=15)
+    np.save(tmp_path / "image.npy", image)
+    given = _tiff_file(image, compression=8, predictor=2, extra=2)
+    (tmp_path / "given.tif").write_bytes(given)
+
+    subprocess.run([sys.executable, "-c", PURE_SCRIPT, str(tmp_path)], check=True)
+
+    _, tiff_samples = _decode_tiff((tmp_path / "pure.tif").read_bytes())
+    np.testing.assert_array_equal(tiff_samples, image)
+    names, png_samples = _decode_png((tmp_path / "pure.png").read_bytes())
+    np.testing.assert_array_equal(png_samples, image)
+    assert names[:2] == [b"IHDR", b"iCCP"]
+    for name in ("pure.tif", "pure.png", "given.tif"):
+        np.testing.assert_array_equal(np.load(tmp_path / f"{name}.npy"), image)
 
 
 def test_high_depth_validates_its_array() -> None:

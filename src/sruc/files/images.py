@@ -389,7 +389,7 @@ def write_image(
 def _encode(pic: Picture, tmp: Path, fmt: str, quality: int | None) -> None:
     channels = int(pic.color.shape[0]) + (pic.alpha is not None)
     if pic.bits == 16 and fmt in _SIXTEEN_BIT_FORMATS and channels > 1:
-        # Pillow cannot hold 16-bit colour; sruc writes these files itself.
+        # Pillow cannot hold 16-bit colour; highdepth writes these (pypng or libpng, tifffile).
         writer = highdepth.write_png16 if fmt == "PNG" else highdepth.write_tiff16
         writer(tmp, pic.to_array(16), icc_profile=pic.icc_profile, exif=pic.exif)
         return
