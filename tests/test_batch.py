@@ -352,6 +352,35 @@ def test_ctrl_c_in_the_model_stops_after_the_current_image(
     assert report["stopped"] == "interrupted" and report["summary"]["pending"] == 2
 
 
+def test_sigterm_is_handled_as_ctrl_c(
+    capsys: pytest.CaptureFixture[str], work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `timeout`, schedulers and container stops send: the image being written is
+    abandoned (its temporary file removed), the report says what was done, exit 130."""
+    import signal
+
+    real = batch_mod.images.write_image
+    calls = []
+
+    def write(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives mid-write, as a real one would
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batch_mod.images, "write_image", write)
+    run = run_batch_cli(capsys, "in", "-o", "out", "--json")
+    assert run.code == 130, run.err
+    # The image being written when the signal came is finished (the writer thread) or
+    # abandoned; either way the report says exactly what is on disk.
+    written = files(work / "out")
+    assert written in ({"p0_x2.png"}, {"p0_x2.png", "p1_x2.png"}) and no_partials(work)
+    assert "interrupted" in run.err.splitlines()[-1] and "please report" not in run.err
+    report = json.loads(run.out)
+    assert report["summary"]["done"] == len(written) and report["summary"]["pending"] >= 1
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored for the caller
+
+
 def test_ctrl_c_in_the_progress_callback(work: Path, tiny_vdsr_ckpt: Path) -> None:
     seen: list[BatchProgress] = []
 

@@ -239,3 +239,26 @@ def test_psnr_reproduces_bicubic_baseline_through_8bit_files(
             assert main(["psnr", str(hr_file), str(up_file), "--shave", str(s)]) == 0
             values.append(float(capsys.readouterr().out))
         assert abs(np.mean(values) - want) <= 0.01, (s, np.mean(values))
+
+
+def test_sigterm_during_up_leaves_no_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import signal
+
+    from sruc.files import images as images_mod
+
+    Image.fromarray(smooth_rgb(20, 24)).save(tmp_path / "in.png")
+    real = images_mod.Image.Image.save
+
+    def save(self: Image.Image, fp: object, *args: object, **kwargs: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # during the encode, into the temporary file
+        real(self, fp, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(images_mod.Image.Image, "save", save)
+    code = main(["up", str(tmp_path / "in.png"), "-s", "2", "--model", "bicubic",
+                 "-o", str(tmp_path / "out.png"), "-q"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 130 and err.strip() == "interrupted"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]  # no output, no .part

@@ -13,7 +13,7 @@ class SrucError(Exception):
 
     Attributes:
         exit_code: the process exit code the CLI uses: 1 for a runtime failure,
-            2 for a usage error (a bad argument value).
+            2 for a usage error (a bad argument value), 130 when stopped by a signal.
     """
 
     exit_code: int = 1
@@ -47,6 +47,13 @@ class ChecksumError(DownloadError):
 
 class DeviceError(SrucError):
     """A requested device that is not available."""
+
+
+class Stopped(SrucError):
+    """The work was stopped by Ctrl-C (SIGINT) or SIGTERM (exit 130); the message says what
+    was kept and how to resume. Nothing half-written is left behind."""
+
+    exit_code = 130
 
 
 class SrucWarning(UserWarning):

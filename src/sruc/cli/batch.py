@@ -10,79 +10,28 @@ early, 2 a usage error, 130 Ctrl-C.
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
-from sruc.cli.options import load_model_for_cli, weights_options
+from sruc.cli.options import CONTEXT, load_model_for_cli, weights_options
+from sruc.cli.progress import Display
 from sruc.engine.launch import rank_prefix
 from sruc.engine.precision import PRECISIONS
-from sruc.errors import SrucError
+from sruc.errors import SrucError, Stopped
 
-# Same as sruc.cli.main's; not imported from there because sruc.cli.main imports this
-# module while it is being initialised.
-_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 # A literal copy of sruc.batch.run.OUTPUT_FORMATS, so that `sruc --help` does not
 # import torch (a test checks they agree).
 FORMAT_CHOICES = ("same", "png", "jpg", "webp", "tif")
 
 
 class BatchFailed(SrucError):
-    """Some files failed or the batch stopped early (exit 1) or was interrupted (130).
+    """Some files failed or the batch stopped early (exit 1).
 
     (Raised rather than returned: ``sruc.cli.main`` turns a SrucError into its
     exit code, while a command's own exit code would be lost on the way.)
     """
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-@contextmanager
-def _bar(enabled: bool) -> Iterator[tuple[Callable[[Any], None] | None, Callable[[str], None]]]:
-    """A rich progress bar over the whole batch on a terminal.
-
-    Yields (progress callback or None, say): ``say`` prints a line on stderr
-    above the bar, or plainly when there is no bar.
-    """
-
-    def plain(line: str) -> None:
-        click.echo(line, err=True)
-
-    if not enabled or not sys.stderr.isatty():
-        yield None, plain
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[images]}"),
-        TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("batch", total=None, images="", rate="")
-
-        def update(p: Any) -> None:  # p: sruc.batch.run.BatchProgress
-            rate = p.megapixels / p.elapsed if p.elapsed > 0 else 0.0
-            bar.update(
-                task,
-                completed=p.position,
-                total=max(p.total, 1),
-                images=f"{p.finished}/{p.total} images",
-                rate=f"{rate:.2f} MP/s",
-            )
-
-        yield update, lambda line: console.print(line, markup=False, highlight=False)
 
 
 def _summary(report: Any, scale: float) -> str:
@@ -100,7 +49,7 @@ def _summary(report: Any, scale: float) -> str:
     )
 
 
-@click.command(context_settings=_CONTEXT)
+@click.command(context_settings=CONTEXT)
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(
     "-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
@@ -193,14 +142,17 @@ def batch(
     check_scale(scale)
     share = parse_shard(shard) if shard is not None else None
     prefix = rank_prefix()
-    loaded = load_model_for_cli(model, scale, cache_dir, offline, sha256, quiet)
-    with _bar(not quiet) as (bar, say):
+    with Display(not quiet) as display:
+        loaded = load_model_for_cli(model, scale, cache_dir, offline, sha256, display)
+        bar = display.bar("batch", unit="files")
 
-        def progress(p: Any) -> None:
+        def progress(p: Any) -> None:  # p: sruc.batch.run.BatchProgress
             if p.item is not None and p.item.status == "failed":
-                say(f"{prefix}error: {p.item.error}")
+                display.say(f"{prefix}error: {p.item.error}")
             if bar is not None:
-                bar(p)
+                rate = p.megapixels / p.elapsed if p.elapsed > 0 else 0.0
+                info = f"{p.finished} images  {rate:.2f} MP/s"
+                bar(p.position, max(p.total, 1), info=info)
 
         interrupted = False
         try:
@@ -229,10 +181,9 @@ def batch(
         click.echo(json.dumps(report.to_json()))
     if interrupted:
         left = report.count("pending")
-        raise BatchFailed(
+        raise Stopped(
             f"{prefix}interrupted, {left} file(s) not processed; run the same command "
-            "again to resume",
-            exit_code=130,
+            "again to resume"
         )
     if report.stopped:
         raise BatchFailed(f"{prefix}stopped early, {report.stopped}")

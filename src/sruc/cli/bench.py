@@ -7,17 +7,16 @@ The table goes to stderr (it is for people), the ``--json`` document to stdout
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from sruc.cli.options import progress_bar
+from sruc.cli.options import CONTEXT
+from sruc.cli.progress import Display
 
-# Same as sruc.cli.main's; not imported from there because sruc.cli.main imports this
-# module while it is being initialised.
-_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 #: Width of the table when stderr is not a terminal (a log, a CI job): wide
 #: enough for a few models side by side without wrapping.
 _PIPE_WIDTH = 160
@@ -30,7 +29,7 @@ def _console() -> Any:
     return Console(stderr=True, highlight=False, width=None if tty else _PIPE_WIDTH)
 
 
-@click.command(context_settings=_CONTEXT)
+@click.command(context_settings=CONTEXT)
 @click.argument("folders", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "-m", "--model", "models", multiple=True, metavar="NAME|PATH",
@@ -70,7 +69,7 @@ def bench(
     multiple of the scale, shrunk with MATLAB's bicubic on the Y channel and
     stored at 8 bits, enlarged again, passed through the model, rounded, and
     compared on Y with the scale shaved from every border (PSNR and SSIM).
-    See shared/PROTOCOL.md.
+    See docs/PROTOCOL.md.
 
     \b
     Examples:
@@ -81,7 +80,7 @@ def bench(
     from sruc.scales import parse_scale_list
 
     scale_list = parse_scale_list(scales)
-    with progress_bar(not quiet, "bench", _console()) as progress:
+    with Display(not quiet) as display:
         report = run_bench(
             list(folders),
             list(models),
@@ -89,9 +88,88 @@ def bench(
             device=device,
             tile=tile,
             with_ssim=not no_ssim,
-            progress=progress,
+            progress=display.bar("bench"),
         )
     if not quiet:
-        _console().print(report.to_table(per_image=per_image))
+        _console().print(table(report, per_image=per_image))
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
+
+
+def table(report: Any, per_image: bool = False) -> Any:
+    """A bench report (:class:`sruc.measure.bench.BenchReport`) as a rich table: one row
+    per set and scale, and with ``per_image`` a row per image under each."""
+    from rich.table import Table
+
+    from sruc.measure.bench import format_scales
+
+    labels = _labels([m.name for m in report.models])
+    caption = "; ".join(
+        f"{'' if label == m.name else f'{label} = '}{m.name} "
+        f"({m.arch.upper()}, trained for {format_scales(m.trained_scales)})"
+        for label, m in zip(labels, report.models, strict=True)
+    )
+    out = Table(
+        title="Y-PSNR (dB) / SSIM by the papers' protocol",
+        title_justify="left",
+        caption=caption or None,
+        caption_justify="left",
+    )
+    for name, justify in (("set", "left"), ("scale", "right"), ("images", "right")):
+        out.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for i, label in enumerate(["bicubic", *labels]):
+        out.add_column(f"{label}\nPSNR", justify="right")
+        if report.with_ssim:
+            out.add_column(f"{label}\nSSIM", justify="right")
+        if i > 0:
+            out.add_column(f"{label}\ngain", justify="right")
+    previous = None
+    for r in report.results:
+        if previous is not None and r.set != previous:
+            out.add_section()
+        previous = r.set
+        cells = [r.set, f"x{r.scale}", str(len(r.bicubic.images))]
+        for i, m in enumerate([r.bicubic, *r.models]):
+            gain = r.gain(m) if i else None
+            cells += _cells(report.with_ssim, m.mean_psnr, m.mean_ssim, gain, i > 0)
+        out.add_row(*cells, style="bold" if per_image else None)
+        if per_image:
+            _image_rows(out, report.with_ssim, r)
+    return out
+
+
+def _image_rows(out: Any, with_ssim: bool, r: Any) -> None:
+    for k, score in enumerate(r.bicubic.images):
+        cells = [f"  {score.image}", "", ""]
+        for i, m in enumerate([r.bicubic, *r.models]):
+            s = m.images[k] if m.images else None
+            p, q = (s.psnr, s.ssim) if s else (None, None)
+            gain = None if s is None or i == 0 else s.psnr - score.psnr
+            cells += _cells(with_ssim, p, q, gain, i > 0)
+        out.add_row(*cells, style="dim")
+
+
+def _cells(
+    with_ssim: bool, psnr: float | None, ssim: float | None, gain: float | None, with_gain: bool
+) -> list[str]:
+    cells = [_fmt(psnr, "{:.3f}")]
+    if with_ssim:
+        cells.append(_fmt(ssim, "{:.4f}"))
+    if with_gain:
+        cells.append(_fmt(gain, "{:+.3f}"))
+    return cells
+
+
+def _labels(names: list[str]) -> list[str]:
+    """Short column headers: checkpoint paths cut to their last two parts, if unique."""
+    short = []
+    for name in names:
+        parts = [p for p in Path(name).parts if p != Path(name).anchor]
+        short.append("/".join(parts[-2:]) if len(parts) > 2 else name)
+    return short if len(set(short)) == len(short) else list(names)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    if value is None:
+        return "n/a"
+    return "inf" if math.isinf(value) else spec.format(value)

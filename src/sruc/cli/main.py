@@ -11,25 +11,22 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
 from sruc import __version__
-from sruc.cli.options import load_model_for_cli, progress_bar, weights_options
+from sruc.cli.options import CONTEXT, load_model_for_cli, weights_options
+from sruc.cli.progress import Display
 from sruc.engine.precision import PRECISIONS
-from sruc.errors import SrucError
-
-_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-def _stderr_console() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+from sruc.errors import SrucError, Stopped
 
 
 def _say(message: str) -> None:
@@ -42,7 +39,18 @@ def _show_warning(
     _say(f"warning: {message}")
 
 
-@click.group(context_settings=_CONTEXT)
+class _Group(click.Group):
+    """The ``sruc`` group: Ctrl-C (and SIGTERM, see :func:`main`) in any command ends as
+    :class:`~sruc.errors.Stopped`, before click would print a blank line and "Aborted!"."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Stopped("interrupted") from None
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(__version__, "-V", "--version", prog_name="sruc")
 def cli() -> None:
     """Upscale images with SRCNN and VDSR, measured the way the papers measure.
@@ -61,7 +69,7 @@ def _default_output(src: Path, scale: float) -> Path:
     return src.with_name(f"{src.stem}_x{scale:g}{ext}")
 
 
-@cli.command(context_settings=_CONTEXT)
+@cli.command(context_settings=CONTEXT)
 @click.argument("input", type=click.Path(path_type=Path))
 @click.option(
     "-s", "--scale", type=float, default=2.0, show_default=True, help="Upscaling factor, in (1, 8]."
@@ -125,10 +133,9 @@ def up(
     check_scale(scale)
     dst = output if output is not None else _default_output(input, scale)
     check_output(dst, overwrite=overwrite, inputs=(input,))  # before any download
-    loaded = load_model_for_cli(model, scale, cache_dir, offline, sha256, quiet)
-    with progress_bar(
-        not quiet, f"{input.name} x{scale:g}", _stderr_console(), "tiles"
-    ) as progress:
+    with Display(not quiet) as display:
+        loaded = load_model_for_cli(model, scale, cache_dir, offline, sha256, display)
+        progress = display.bar(f"{input.name} x{scale:g}", unit="tiles")
         result = upscale_file(
             input,
             dst,
@@ -150,7 +157,7 @@ def up(
         )
 
 
-@cli.command(context_settings=_CONTEXT)
+@cli.command(context_settings=CONTEXT)
 @click.argument("a", type=click.Path(path_type=Path))
 @click.argument("b", type=click.Path(path_type=Path))
 @click.option(
@@ -230,9 +237,36 @@ def main(argv: list[str] | None = None) -> int:
     previous = warnings.showwarning
     warnings.showwarning = _show_warning
     try:
-        return _run(argv)
+        with _sigterm_as_interrupt():
+            return _run(argv)
     finally:
         warnings.showwarning = previous
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (what ``timeout``, schedulers and container stops send) is handled as
+    Ctrl-C: the current write is abandoned and its temporary file removed, batch
+    reports what was done, training saves its state; exit 130. Python allows
+    handlers on the main thread only; elsewhere SIGTERM keeps its default."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(e: Stopped) -> int:
+    """The one way a command ends after Ctrl-C or SIGTERM: one line, exit 130."""
+    _say(str(e))
+    return e.exit_code
 
 
 def _run(argv: list[str] | None) -> int:
@@ -245,18 +279,18 @@ def _run(argv: list[str] | None) -> int:
     except click.exceptions.Exit as e:
         return int(e.exit_code)
     except click.exceptions.Abort:
-        _say("aborted")
-        return 130
+        return _stopped(Stopped("interrupted"))
     except click.ClickException as e:
         # Usage errors in one line; `--help` says the rest.
         _say(f"error: {e.format_message()}")
         return e.exit_code
+    except Stopped as e:
+        return _stopped(e)
     except SrucError as e:
         _say(f"error: {e}")
         return e.exit_code
     except KeyboardInterrupt:
-        _say("interrupted")
-        return 130
+        return _stopped(Stopped("interrupted"))
     except Exception as e:
         if os.environ.get("SRUC_DEBUG"):
             raise

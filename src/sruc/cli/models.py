@@ -7,78 +7,14 @@ only on a terminal).
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
+from sruc.cli.options import CONTEXT, cache_options
+from sruc.cli.progress import Display
 from sruc.errors import ModelError
-
-_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-ProgressFactory = Callable[[str], "Callable[[int, int | None], None] | None"]
-
-
-@contextmanager
-def download_bars(enabled: bool) -> Iterator[ProgressFactory]:
-    """Rich download bars on stderr when it is a terminal.
-
-    Yields a factory: ``make(label)`` returns a progress callback for one file
-    (or None when bars are off); its bar appears on the first call, so files
-    that need no download show nothing.
-    """
-    if not enabled or not sys.stderr.isatty():
-        yield lambda label: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True, highlight=False, soft_wrap=True),
-        transient=True,
-    ) as bar:
-
-        def make(label: str) -> Callable[[int, int | None], None]:
-            task: list[Any] = []
-
-            def update(done: int, total: int | None) -> None:
-                if not task:
-                    task.append(bar.add_task(f"downloading {label}", total=total))
-                bar.update(task[0], completed=done, total=total)
-
-            return update
-
-        yield make
-
-
-def cache_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """``--cache-dir`` and ``--offline``, shared by the commands that touch weights."""
-    f = click.option(
-        "--offline",
-        is_flag=True,
-        help="Never use the network (also SRUC_OFFLINE=1).",
-    )(f)
-    return click.option(
-        "--cache-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="Weights cache folder. [default: SRUC_CACHE_DIR, else the user cache folder]",
-    )(f)
 
 
 def _settings(ctx: click.Context, cache_dir: Path | None, offline: bool) -> tuple[Any, Any]:
@@ -90,7 +26,7 @@ def _settings(ctx: click.Context, cache_dir: Path | None, offline: bool) -> tupl
     )
 
 
-@click.group(invoke_without_command=True, context_settings=_CONTEXT)
+@click.group(invoke_without_command=True, context_settings=CONTEXT)
 @cache_options
 @click.pass_context
 def models(ctx: click.Context, cache_dir: Path | None, offline: bool) -> None:
@@ -124,7 +60,7 @@ def models(ctx: click.Context, cache_dir: Path | None, offline: bool) -> None:
         click.echo("  ".join(c.ljust(n) for c, n in zip(r, widths, strict=True)).rstrip())
 
 
-@models.command(context_settings=_CONTEXT)
+@models.command(context_settings=CONTEXT)
 @click.argument("name", required=False)
 @click.option("--all", "everything", is_flag=True, help="Every file in the registry.")
 @click.option("--sha256", metavar="HEX", default=None, help="SHA-256 of a NAME given as a URL.")
@@ -167,13 +103,15 @@ def pull(
             return
         targets = [registry.pinned(w) for w in rows]
     verbs = {"cache": "already cached", "bundled": "bundled with sruc", "download": "downloaded"}
-    with download_bars(not quiet) as bars:
+    with Display(not quiet) as display:
         for target in targets:
-            located = hub.resolve(target, cache=folder, offline=off, progress=bars(target.file))
+            located = hub.resolve(
+                target, cache=folder, offline=off, progress=display.download(target.file)
+            )
             click.echo(f"{target.file}: {verbs[located.origin]}: {located.path}")
 
 
-@models.command(context_settings=_CONTEXT)
+@models.command(context_settings=CONTEXT)
 @cache_options
 @click.pass_context
 def verify(ctx: click.Context, cache_dir: Path | None, offline: bool) -> None:
@@ -213,7 +151,7 @@ def verify(ctx: click.Context, cache_dir: Path | None, offline: bool) -> None:
         )
 
 
-@models.command(context_settings=_CONTEXT)
+@models.command(context_settings=CONTEXT)
 @click.argument("name", required=False)
 @cache_options
 @click.pass_context

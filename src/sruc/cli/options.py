@@ -1,32 +1,45 @@
-"""Click options shared by several commands, defined once."""
+"""What several commands share, defined once: click settings, the weights options,
+and loading ``--model`` with download bars."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 if TYPE_CHECKING:
+    from sruc.cli.progress import Display
     from sruc.zoo.registry import LoadedModel
 
+#: click settings of every command.
+CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
-def weights_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """The options that say where model weights may come from (sha256, cache_dir, offline)."""
+
+def cache_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--cache-dir`` and ``--offline``: where weights may come from."""
     f = click.option(
         "--offline", is_flag=True, help="Never use the network (also SRUC_OFFLINE=1)."
     )(f)
-    f = click.option(
+    return click.option(
         "--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
         help="Weights cache folder. [default: SRUC_CACHE_DIR, else the user cache folder]",
     )(f)  # fmt: skip
+
+
+def weights_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """:func:`cache_options` and ``--sha256``, for the commands that take ``--model``."""
+    f = cache_options(f)
     return click.option(
         "--sha256", metavar="HEX", default=None,
         help="Expected SHA-256 of the --model file; required for a --model URL.",
     )(f)  # fmt: skip
+
+
+def offline_flag(offline: bool) -> bool | None:
+    """``--offline`` for the library: True, or None to let ``SRUC_OFFLINE`` decide."""
+    return True if offline else None
 
 
 def load_model_for_cli(
@@ -35,55 +48,19 @@ def load_model_for_cli(
     cache_dir: Path | None,
     offline: bool,
     sha256: str | None,
-    quiet: bool,
+    display: Display,
 ) -> LoadedModel:
-    """Resolve ``--model`` with the weights options, showing download bars unless quiet."""
-    from sruc.cli.models import download_bars
+    """Resolve ``--model`` with the weights options, with a download bar if one is needed."""
     from sruc.zoo.registry import load_model
 
-    with download_bars(not quiet) as bars:
-        return load_model(
-            model,
-            scale=scale,
-            cache_dir=cache_dir,
-            offline=True if offline else None,
-            sha256=sha256,
-            progress=bars(model),
-        )
-
-
-@contextmanager
-def progress_bar(
-    enabled: bool, description: str, console: Any, unit: str | None = None
-) -> Iterator[Callable[..., None] | None]:
-    """A transient rich bar on stderr, only when it is a terminal.
-
-    Yields None when disabled, else ``update(done, total, label=None)``, which
-    fits both the pipeline's (done, total) and bench's (done, total, label)
-    progress callbacks.
-    """
-    if not enabled or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
+    return load_model(
+        model,
+        scale=scale,
+        cache_dir=cache_dir,
+        offline=offline_flag(offline),
+        sha256=sha256,
+        progress=display.download(model),
     )
 
-    columns: list[Any] = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
-    if unit:
-        columns.append(TextColumn(unit))
-    columns.append(TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task(description, total=None)
 
-        def update(done: int, total: int, label: str | None = None) -> None:
-            if label is None:
-                bar.update(task, completed=done, total=total)
-            else:
-                bar.update(task, completed=done, total=total, description=label)
-
-        yield update
+__all__ = ["CONTEXT", "cache_options", "load_model_for_cli", "offline_flag", "weights_options"]

@@ -8,7 +8,6 @@ plain line per log interval), and prints the best checkpoint's path on stdout.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,11 +15,10 @@ from typing import Any
 
 import click
 
+from sruc.cli.options import CONTEXT
+from sruc.cli.progress import Display
 from sruc.engine.precision import PRECISIONS
-from sruc.errors import SrucError
-
-_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
+from sruc.errors import Stopped
 
 _Callback = Callable[[click.Context, click.Parameter, str], tuple[float, ...]]
 
@@ -95,50 +93,28 @@ def _describe(event: Any) -> str:
 
 @contextmanager
 def _renderer(quiet: bool) -> Iterator[Any]:
-    """A progress callback: rich on a terminal, plain lines otherwise, nothing if quiet."""
+    """The progress callback: bars on a terminal, plain lines otherwise, nothing if quiet."""
     if quiet:
         yield None
         return
-    if not sys.stderr.isatty():
-
-        def plain(event: Any) -> None:
-            if event.kind == "data" and event.step == 1:
-                click.echo(f"building the patch cache from {event.steps} images", err=True)
-            if event.kind in ("start", "log", "val", "save"):
-                click.echo(_describe(event), err=True)
-
-        yield plain
-        return
-
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(bar_width=24),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-    )
-    with Progress(*columns, console=console, transient=True) as bar:
-        tasks: dict[str, Any] = {}
+    with Display() as display:
+        bars: dict[str, Any] = {}
         info = {"loss": "", "val": "", "speed": "", "eta": ""}
 
-        def rich(event: Any) -> None:
+        def render(event: Any) -> None:
             if event.kind == "data":
-                if "data" not in tasks:
-                    tasks["data"] = bar.add_task("patch cache", total=event.steps, info="images")
-                bar.update(tasks["data"], completed=event.step)
+                if not display.live and event.step == 1:
+                    display.say(f"building the patch cache from {event.steps} images")
+                if display.live and "data" not in bars:
+                    bars["data"] = display.bar("patch cache", unit="images")
+                if "data" in bars:
+                    bars["data"](event.step, event.steps)
                 return
             if event.kind == "start":
-                if "data" in tasks:
-                    bar.remove_task(tasks.pop("data"))
-                console.print(event.message)
-                tasks["train"] = bar.add_task("train", total=event.steps, info="")
-                bar.update(tasks["train"], completed=event.step)
-                return
-            if event.kind in ("log", "val", "save"):
-                console.print(_describe(event))
+                display.remove(bars.pop("data", None))
+                bars["train"] = display.bar("train", unit="steps")
+            if event.kind in ("start", "log", "val", "save"):
+                display.say(_describe(event))
             if event.kind == "log":
                 info["loss"] = f"loss {event.loss:.3g}"
             if event.kind == "val":
@@ -146,14 +122,14 @@ def _renderer(quiet: bool) -> Iterator[Any]:
             if event.kind in ("step", "log"):
                 info["speed"] = f"{event.patches_per_s:.0f} patches/s"
                 info["eta"] = f"ETA {_fmt_time(event.eta_s)}"
-            if "train" in tasks:
+            if bars.get("train") is not None:
                 text = "  ".join(v for v in info.values() if v)
-                bar.update(tasks["train"], completed=event.step, info=text)
+                bars["train"](event.step, event.steps, info=text)
 
-        yield rich
+        yield render
 
 
-@click.command(context_settings=_CONTEXT)
+@click.command(context_settings=CONTEXT)
 @click.argument("images", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
 @click.option(
@@ -345,13 +321,7 @@ def train(
         click.echo(summary, err=True)
     click.echo(str(result.best or result.last))
     if result.interrupted:
-        raise _Interrupted(
+        raise Stopped(
             f"interrupted at step {result.step}/{result.steps}; the state is saved: run the "
             "same command again to resume"
         )
-
-
-class _Interrupted(SrucError):
-    """Training stopped on Ctrl-C/SIGTERM with a saved state (exit 130)."""
-
-    exit_code = 130

@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,11 +42,6 @@ from sruc.files import discovery
 from sruc.scales import check_protocol_scales
 from sruc.zoo import registry
 from sruc.zoo.registry import LoadedModel, load_model
-
-if TYPE_CHECKING:
-    from rich.table import Table
-
-#: File extensions taken as images (case-insensitive); other files are skipped.
 
 #: The scales of the published tables, used when none are given.
 DEFAULT_SCALES = (2, 3, 4)
@@ -252,84 +247,10 @@ class BenchReport:
             "seconds": round(self.seconds, 3),
         }
 
-    def to_table(self, per_image: bool = False) -> Table:
-        """The report as a :class:`rich.table.Table`: one row per set and scale.
 
-        Args:
-            per_image: add a row per image under each set row.
-        """
-        from rich.table import Table
-
-        caption = "; ".join(
-            f"{'' if label == m.name else f'{label} = '}{m.name} "
-            f"({m.arch.upper()}, trained for {_scales(m.trained_scales)})"
-            for label, m in zip(_labels([m.name for m in self.models]), self.models, strict=True)
-        )
-        table = Table(
-            title="Y-PSNR (dB) / SSIM by the papers' protocol",
-            title_justify="left",
-            caption=caption or None,
-            caption_justify="left",
-        )
-        table.add_column("set")
-        table.add_column("scale", justify="right")
-        table.add_column("images", justify="right")
-        labels = ["bicubic", *_labels([m.name for m in self.models])]
-        for i, label in enumerate(labels):
-            table.add_column(f"{label}\nPSNR", justify="right")
-            if self.with_ssim:
-                table.add_column(f"{label}\nSSIM", justify="right")
-            if i > 0:
-                table.add_column(f"{label}\ngain", justify="right")
-        previous = None
-        for r in self.results:
-            if previous is not None and r.set != previous:
-                table.add_section()
-            previous = r.set
-            cells = [r.set, f"x{r.scale}", str(len(r.bicubic.images))]
-            for i, m in enumerate([r.bicubic, *r.models]):
-                cells += self._cells(m.mean_psnr, m.mean_ssim, r.gain(m) if i else None, i > 0)
-            table.add_row(*cells, style="bold" if per_image else None)
-            if not per_image:
-                continue
-            for k, score in enumerate(r.bicubic.images):
-                cells = [f"  {score.image}", "", ""]
-                for i, m in enumerate([r.bicubic, *r.models]):
-                    s = m.images[k] if m.images else None
-                    p, q = (s.psnr, s.ssim) if s else (None, None)
-                    gain = None if s is None or i == 0 else s.psnr - score.psnr
-                    cells += self._cells(p, q, gain, i > 0)
-                table.add_row(*cells, style="dim")
-        return table
-
-    def _cells(
-        self, psnr: float | None, ssim: float | None, gain: float | None, with_gain: bool
-    ) -> list[str]:
-        cells = [_fmt(psnr, "{:.3f}")]
-        if self.with_ssim:
-            cells.append(_fmt(ssim, "{:.4f}"))
-        if with_gain:
-            cells.append(_fmt(gain, "{:+.3f}"))
-        return cells
-
-
-def _labels(names: Sequence[str]) -> list[str]:
-    """Short column headers: checkpoint paths cut to their last two parts, if unique."""
-    short = []
-    for name in names:
-        parts = [p for p in Path(name).parts if p != Path(name).anchor]
-        short.append("/".join(parts[-2:]) if len(parts) > 2 else name)
-    return short if len(set(short)) == len(short) else list(names)
-
-
-def _scales(scales: Iterable[float]) -> str:
+def format_scales(scales: Iterable[float]) -> str:
+    """``x2/x3/x4``, for messages and tables."""
     return "/".join(f"x{s:g}" for s in scales) or "no known scale"
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    if value is None:
-        return "n/a"
-    return "inf" if math.isinf(value) else spec.format(value)
 
 
 def _num(value: float | None) -> float | str | None:
@@ -518,7 +439,7 @@ def _single(name: str, lm: LoadedModel, scales: Sequence[int]) -> _Candidate:
         except ModelError:
             continue
         at[s] = lm
-    reason = f"{name} ({lm.arch.upper()}) has weights for {_scales(lm.scales)} only"
+    reason = f"{name} ({lm.arch.upper()}) has weights for {format_scales(lm.scales)} only"
     return _Candidate(name, lm.arch, tuple(lm.scales), at, reason)
 
 
@@ -543,7 +464,7 @@ def _resolve(spec: ModelSpec, scales: Sequence[int]) -> _Candidate | None:
                 # Picks the file for this scale (downloaded if need be).
                 at[s] = load_model(name, scale=float(s))
                 _check_channels(at[s])
-        reason = f"{name} ({rows[0].arch.upper()}) has weights for {_scales(trained)} only"
+        reason = f"{name} ({rows[0].arch.upper()}) has weights for {format_scales(trained)} only"
         return _Candidate(name, rows[0].arch, trained, at, reason)
     lm = load_model(name)
     return None if lm.identity else _single(name, lm, scales)
@@ -563,8 +484,8 @@ def _resolve_all(specs: Sequence[ModelSpec], scales: Sequence[int]) -> list[_Can
             continue
         if not cand.at:
             raise ModelError(
-                f"{cand.reason}, none of the requested {_scales(scales)}; ask for those scales "
-                "or use a multi-scale model such as VDSR"
+                f"{cand.reason}, none of the requested {format_scales(scales)}; ask for those "
+                "scales or use a multi-scale model such as VDSR"
             )
         for s in scales:
             if s not in cand.at:
