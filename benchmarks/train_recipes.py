@@ -45,8 +45,8 @@ import torch
 from sruc import archs as models
 from sruc.engine.device import tune_cpu_allocator
 from sruc.engine.fused import training_forward
+from sruc.train import RECIPES, TrainConfig, train
 from sruc.train.data import PatchCache, load_images
-from sruc.train.loop import RECIPES, TrainConfig, train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "train"
 

@@ -118,7 +118,7 @@ def _cli(*args: str) -> str:
 
 
 def _weights_after_20_steps(images: Path, out: Path, model: str) -> dict[str, Any]:
-    from sruc.train.loop import TrainConfig, train
+    from sruc.train import TrainConfig, train
 
     config = {"depth": 3, "width": 8} if model == "vdsr" else {"n1": 8, "n2": 4}
     cfg = TrainConfig(

@@ -23,8 +23,8 @@ from helpers import smooth_rgb
 from sruc.cli import main
 from sruc.engine.fused import conv_relu_op
 from sruc.errors import SrucWarning
+from sruc.train import RECIPES, TrainConfig, train
 from sruc.train.data import PatchCache
-from sruc.train.loop import RECIPES, TrainConfig, train
 from sruc.train.plot import nice_ticks
 from sruc.zoo import checkpoint
 

@@ -267,8 +267,8 @@ def train(
       sruc train ./images --init vdsr --steps 2000 --lr 1e-4 --out runs/vdsr-tuned
       torchrun --nproc_per_node=4 -m sruc train ./images --out runs/ddp
     """
-    from sruc.train.loop import DEFAULT_RECIPE, TrainConfig
-    from sruc.train.loop import train as run_training
+    from sruc.train import DEFAULT_RECIPE, TrainConfig
+    from sruc.train import train as run_training
 
     config = TrainConfig(
         data=str(images),

@@ -1,11 +1,12 @@
 """Training SRCNN and VDSR on your own images: ``sruc.train.loop.train(config)``.
 
-Reads top to bottom: the recipes, the configuration, then :func:`train`, which
-loads the data (:mod:`sruc.train.data`), resumes or starts a run folder, builds the
-model, and runs the loop: a batch of patches, a forward pass under autocast,
-the loss in float32, a step; every ``val_every`` steps the validation PSNR by
-the protocol (:mod:`sruc.core.protocol`), keeping the best weights; every few
-minutes an atomic training state. Helpers follow.
+The recipes are in :mod:`sruc.train.recipes` and the configuration in
+:mod:`sruc.train.config`. :func:`train` loads the data (:mod:`sruc.train.data`),
+resumes or starts a run folder, builds the model, and runs the loop: a batch of
+patches, a forward pass under autocast, the loss in float32, a step; every
+``val_every`` steps the validation PSNR by the protocol (:mod:`sruc.core.protocol`),
+keeping the best weights; every few minutes an atomic training state. Helpers
+follow.
 
 A run folder holds::
 
@@ -48,7 +49,7 @@ import time
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,273 +69,21 @@ from sruc.engine.precision import autocast_dtype, resolve_precision
 from sruc.errors import InputError, ModelError, OutputError, SrucWarning, UsageError
 from sruc.files import atomic as fsutil
 from sruc.scales import check_protocol_scales
+from sruc.train.config import (
+    Progress,
+    TrainConfig,
+    TrainEvent,
+    TrainResult,
+    build_network,
+    check_config,
+    legacy_run_defaults,
+)
 from sruc.train.data import ImageSet, PatchCache, load_images, split_validation
 from sruc.train.plot import line_chart
+from sruc.train.recipes import build_optimizer, loss_fn, resolve_recipe
 from sruc.zoo import checkpoint
 
 STATE_FORMAT = "sruc-train-state/1"
-
-
-# --------------------------------------------------------------------------- recipes
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How to optimise: optimiser, learning-rate schedule, loss and clipping."""
-
-    name: str
-    optimizer: str  # "sgd" or "adam"
-    lr: float  # base learning rate (--lr overrides it)
-    momentum: float = 0.0  # SGD only
-    weight_decay: float = 0.0
-    schedule: str = "constant"  # "step": x0.1 every `decay_every` of the run; "cosine": to 0
-    decay_every: float = 0.25  # fraction of the run between decays
-    clip: float | None = None  # the global gradient norm is clipped to this (--clip overrides)
-    loss: str = "mse"  # see LOSSES
-    last_layer_lr: float = 1.0  # lr multiplier of the last convolution (SRCNN: 0.1)
-    identity_start: bool = False  # start at the identity (the arch's identity_start)
-    batch_size: int | None = None  # None: the architecture's (ArchSpec.batch_size)
-    model_config: tuple[tuple[str, Any], ...] = ()  # architecture defaults, e.g. no biases
-    sampling: str = "random"  # see SAMPLINGS
-    model: str | None = None  # the architecture this recipe is for (None: any)
-    summary: str = ""
-
-    def factor(self, step: int, steps: int) -> float:
-        """The learning-rate multiplier at ``step`` of a ``steps``-long run."""
-        if self.schedule == "step":
-            every = max(1, math.ceil(steps * self.decay_every))
-            return 0.1 ** (step // every)
-        if self.schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
-        return 1.0
-
-
-def loss_fn(name: str, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The training loss ``name`` (a key of :data:`LOSSES`) of float32 ``(B, 1, P, P)`` tensors."""
-    if name == "sum":
-        return (out - target).pow(2).sum()
-    if name == "euclidean":
-        return 0.5 * (out - target).pow(2).sum() / out.shape[0]
-    if name == "l1":
-        return F.l1_loss(out, target)
-    return F.mse_loss(out, target)
-
-
-#: The training losses, by the name a recipe or ``--loss`` gives.
-LOSSES = {
-    "mse": "mean squared error per pixel",
-    "l1": "mean absolute error per pixel (EDSR's choice)",
-    "euclidean": "Caffe's Euclidean loss: 1/2 sum of squares over the batch / batch size",
-    "sum": "sum of squares over the batch (PyTorch MSELoss(reduction='sum'))",
-}
-#: How patches are drawn (``--sampling``).
-SAMPLINGS = {
-    "random": "any position, weighted by each pair's positions, and a random flip/rotation",
-    "grid": "epochs of every non-overlapping patch (stride = patch) x 8 flips/rotations, shuffled",
-}
-
-
-RECIPES: dict[str, Recipe] = {
-    "adam": Recipe(
-        "adam",
-        "adam",
-        lr=1e-3,
-        schedule="cosine",
-        identity_start=True,
-        summary="Adam, lr 1e-3, cosine decay to 0, per-pixel MSE; the model starts at bicubic",
-    ),
-    # The paper clips each gradient element to [-theta/lr, theta/lr] without giving
-    # theta. The public PyTorch port that reaches the paper's numbers
-    # (twtygqyy/pytorch-vdsr, main_vdsr.py) does something else: it clips the global
-    # gradient norm to a constant 0.4 at every step whatever the lr, with the plain
-    # sum-of-squares loss, which is so large that the norm is nearly always clipped
-    # (normalised SGD: every step is at most lr * 0.4 before momentum); its network
-    # has no biases; batch 128; lr 0.1 x0.1 every 10 of 50 epochs; stride-41 patches
-    # of the 291 images and their 0.7 and 0.5 downsizes. This recipe is that one.
-    "vdsr-paper": Recipe(
-        "vdsr-paper",
-        "sgd",
-        lr=0.1,
-        momentum=0.9,
-        weight_decay=1e-4,
-        schedule="step",
-        decay_every=0.2,
-        clip=0.4,
-        loss="sum",
-        batch_size=128,
-        model_config=(("bias", False),),
-        sampling="grid",
-        model="vdsr",
-        summary="VDSR paper (as its public PyTorch port trains it): SGD momentum 0.9, "
-        "wd 1e-4, lr 0.1 x0.1 every fifth of the run, gradient norm clipped to 0.4, "
-        "sum-of-squares loss, batch 128, no biases, stride-41 patches",
-    ),
-    "srcnn-paper": Recipe(
-        "srcnn-paper",
-        "sgd",
-        lr=1e-4,
-        loss="euclidean",
-        last_layer_lr=0.1,
-        model="srcnn",
-        summary="SRCNN paper: plain SGD, lr 1e-4 (1e-5 for the last layer), constant",
-    ),
-}
-#: The recipe used when none is given: the one that reached the highest validation
-#: PSNR in the same wall time (benchmarks/train_recipes.py recipes, 3 min on T91, 2 CPU
-#: cores): VDSR 10x32 +0.66/+1.40/+1.19 dB over bicubic, vdsr-paper +0.00 (collapsed
-#: to bicubic); SRCNN -0.68 dB at x3 vs -4.55 for srcnn-paper. See README.
-DEFAULT_RECIPE = "adam"
-
-
-def resolve_recipe(name: str, model: str) -> Recipe:
-    """A recipe by name; ``paper`` means the paper recipe of ``model``."""
-    key = f"{model}-paper" if name == "paper" else name
-    if key not in RECIPES:
-        raise UsageError(f"unknown recipe {name!r}; choose one of paper, {', '.join(RECIPES)}")
-    recipe = RECIPES[key]
-    if recipe.model is not None and recipe.model != model:
-        raise UsageError(
-            f"--recipe {key} trains {recipe.model.upper()}, not {model.upper()}; "
-            f"add --model {recipe.model} or use --recipe paper or adam"
-        )
-    return recipe
-
-
-#: What a run recorded before these keys existed meant (runs of older sruc versions).
-def _legacy_run_defaults(old: dict[str, Any]) -> dict[str, Any]:
-    paper = old.get("recipe") in ("vdsr-paper", "srcnn-paper")
-    return {"clip": None, "loss": "euclidean" if paper else "mse", "sampling": "random"}
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (see ``sruc train --help``)."""
-
-    data: str  # folder of training images, searched recursively
-    out: str  # run folder: checkpoints, state, metrics, plot
-    model: str = "vdsr"  # "vdsr" or "srcnn"
-    model_config: dict[str, Any] = field(default_factory=dict)  # e.g. {"depth": 10, "width": 32}
-    scales: tuple[int, ...] = (2, 3, 4)  # VDSR mixes them in one model; SRCNN takes one
-    recipe: str = DEFAULT_RECIPE  # a key of RECIPES, or "paper"
-    steps: int = 10_000  # optimisation steps; the schedule is scaled to them
-    batch_size: int | None = None  # global (all processes together); None: 64 VDSR, 128 SRCNN
-    patch_size: int | None = None  # patch edge in pixels; None: 41 VDSR, 33 SRCNN
-    lr: float | None = None  # None: the recipe's
-    downscales: tuple[float, ...] = (1.0, 0.7, 0.5)  # HR scale augmentation, as in VDSR
-    val: str | None = None  # folder of validation images; None: carve val_split off `data`
-    val_split: float | None = None  # fraction of the images held out; None: 0.05 without val
-    val_crop: int = 96  # validate on central crops this big (0: whole images) to stay cheap
-    val_every: int | None = None  # steps between validations; None: steps // 10
-    seed: int = 0  # weights init and patch sampling
-    device: str = "auto"  # auto, cpu, cuda, cuda:N or mps (one GPU per process under torchrun)
-    precision: str = "auto"  # auto (bf16 where the hardware has it), fp32, bf16, fp16 (CUDA)
-    channels_last: bool | None = None  # None: on CUDA and on the CPU (measured faster on both)
-    save_every_minutes: float = 5.0  # how often the training state is written
-    log_every: int = 50  # steps between log lines in metrics.jsonl and the progress log
-    resume: bool = False  # insist on continuing a run (a matching run resumes anyway)
-    stop_after: int | None = None  # stop (with a saved state) after this step; resume later
-    max_minutes: float | None = None  # stop (with a saved state) after this much wall time
-    init: str | None = None  # start from these weights: a checkpoint file or a registry name
-    clip: float | None = None  # clip the global gradient norm to this; None: the recipe's
-    loss: str | None = None  # a key of LOSSES; None: the recipe's
-    sampling: str | None = None  # a key of SAMPLINGS; None: the recipe's
-    ema: float = 0.0  # decay of a moving average of the weights, validated and saved (0: off)
-    # (switched on or changed when resuming, the average starts at that step's weights)
-
-    def resolved(self) -> dict[str, Any]:
-        """The fields that define the trajectory, defaults filled in (JSON-like)."""
-        spec = archs.get(self.model)
-        recipe = resolve_recipe(self.recipe, self.model)
-        return {
-            "model": self.model,
-            # The recipe's architecture defaults (no biases for vdsr-paper), unless the
-            # run starts from weights, whose architecture it keeps.
-            "model_config": {
-                **(dict(recipe.model_config) if self.init is None else {}),
-                **self.model_config,
-            },
-            "scales": sorted({int(s) for s in self.scales}),
-            "recipe": recipe.name,
-            "steps": self.steps,
-            "batch_size": self.batch_size or recipe.batch_size or spec.batch_size,
-            "patch_size": self.patch_size or spec.patch_size,
-            "lr": self.lr if self.lr is not None else recipe.lr,
-            "downscales": [float(f) for f in self.downscales],
-            "val_split": None if self.val else (self.val_split or 0.05),
-            "val_crop": self.val_crop,
-            "val_every": self.val_every or max(1, self.steps // 10),
-            "seed": self.seed,
-            "clip": self.clip if self.clip is not None else recipe.clip,
-            "loss": self.loss or recipe.loss,
-            "sampling": self.sampling or recipe.sampling,
-        }  # not `ema`: the average never steers training, so it may change on resume
-
-
-@dataclass
-class TrainEvent:
-    """One progress report to the ``progress`` callback.
-
-    ``kind`` is ``"data"`` (building the patch cache: ``step`` of ``steps``
-    images done), ``"start"``, ``"step"`` (after every step), ``"log"`` (every
-    ``log_every`` steps, with ``loss``), ``"val"`` (with ``val_psnr``),
-    ``"save"`` or ``"done"``.
-    """
-
-    kind: str
-    step: int = 0
-    steps: int = 0
-    loss: float | None = None  # mean per-pixel MSE on [0, 1] since the previous log
-    lr: float | None = None
-    val_psnr: dict[int, float] | None = None  # dB per scale, latest validation
-    best: bool = False  # this validation is the best so far
-    patches_per_s: float | None = None
-    eta_s: float | None = None
-    message: str = ""
-
-
-Progress = Callable[[TrainEvent], None]
-
-
-@dataclass
-class TrainResult:
-    """What a call to :func:`train` did.
-
-    Attributes:
-        out: the run folder.
-        best: ``best.pt``, or None if no validation ran yet.
-        last: ``last.pt``.
-        step: steps done so far; ``steps``: steps of the schedule.
-        completed: the schedule is finished (False after stop_after/max_minutes).
-        interrupted: stopped by Ctrl-C (SIGINT) or SIGTERM, with a saved state.
-        resumed_from: the step this call started from (0: a fresh run).
-        best_step, best_psnr: the best validation and its PSNR per scale (dB).
-        bicubic_psnr: the bicubic baseline on the same validation images.
-        images, val_images, skipped: image counts (skipped: files not used).
-        seconds: wall time of this call; ``total_seconds`` over all sessions.
-        rank, world_size: this process in data-parallel training.
-    """
-
-    out: Path
-    best: Path | None
-    last: Path
-    step: int
-    steps: int
-    completed: bool
-    resumed_from: int
-    best_step: int
-    best_psnr: dict[int, float]
-    bicubic_psnr: dict[int, float]
-    images: int
-    val_images: int
-    skipped: int
-    seconds: float
-    total_seconds: float
-    rank: int = 0
-    world_size: int = 1
-    interrupted: bool = False
 
 
 # --------------------------------------------------------------------------- training
@@ -351,7 +100,7 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
     """
     scales = tuple(sorted(check_protocol_scales(config.scales, "training")))
     cfg = dataclasses.replace(config, scales=scales)
-    _check_config(cfg)
+    check_config(cfg)
     start_weights = _load_init(cfg) if cfg.init is not None else None
     if start_weights is not None and not cfg.model_config:
         cfg = dataclasses.replace(cfg, model_config=dict(start_weights.config))
@@ -439,7 +188,7 @@ def _train(
 
     # The model, optimiser and schedule; then the saved state, if any.
     _seed_everything(cfg.seed)
-    net = _build(run["model"], run["model_config"])
+    net = build_network(run["model"], run["model_config"])
     if start_weights is not None:
         net.load_state_dict(start_weights.state_dict)
     elif recipe.identity_start:
@@ -447,7 +196,7 @@ def _train(
     amp = autocast_dtype(resolve_precision(cfg.precision, device))
     fmt = _memory_format(cfg.channels_last, device)
     net = net.to(device=device, memory_format=fmt)
-    opt = _optimizer(net, recipe, run["lr"])
+    opt = build_optimizer(net, recipe, run["lr"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: recipe.factor(s, steps))
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     # --ema: validation, best.pt and last.pt use the exponential moving average of
@@ -721,67 +470,6 @@ def evaluate(
     return scores
 
 
-# --------------------------------------------------------------------------- checks
-
-
-def _check_config(cfg: TrainConfig) -> None:
-    """Reject option values that can never work, before any work is done."""
-    if cfg.model not in archs.names(trainable=True):
-        known = ", ".join(archs.names(trainable=True))
-        raise UsageError(f"cannot train {cfg.model!r}; choose one of {known}")
-    if not cfg.scales:
-        raise UsageError("give at least one scale")
-    if not archs.get(cfg.model).multiscale and len(cfg.scales) > 1:
-        listed = ",".join(str(s) for s in cfg.scales)
-        multi = [n for n in archs.names(trainable=True) if archs.get(n).multiscale]
-        raise UsageError(
-            f"{cfg.model.upper()} learns one scale per model, got {listed}: train one run per "
-            f"scale (e.g. --scale {cfg.scales[0]} --out OUT/x{cfg.scales[0]}), or use "
-            f"--model {' or '.join(multi)}"
-        )
-    resolve_recipe(cfg.recipe, cfg.model)
-    positive = {"steps": cfg.steps, "log-every": cfg.log_every}
-    positive.update(
-        {
-            k: v
-            for k, v in (
-                ("batch-size", cfg.batch_size),
-                ("val-every", cfg.val_every),
-                ("stop-after", cfg.stop_after),
-            )
-            if v is not None
-        }
-    )
-    for name, value in positive.items():
-        if value < 1:
-            raise UsageError(f"--{name} must be at least 1, got {value}")
-    if cfg.patch_size is not None and cfg.patch_size < 8:
-        raise UsageError(f"--patch-size must be at least 8 pixels, got {cfg.patch_size}")
-    if cfg.lr is not None and not (math.isfinite(cfg.lr) and cfg.lr > 0):
-        raise UsageError(f"--lr must be a positive number, got {cfg.lr}")
-    if cfg.val and cfg.val_split is not None:
-        raise UsageError("give --val DIR or --val-split FRACTION, not both")
-    if cfg.val_split is not None and not 0 < cfg.val_split <= 0.5:
-        raise UsageError(f"--val-split must be in (0, 0.5], got {cfg.val_split}")
-    if cfg.val_crop < 0:
-        raise UsageError(f"--val-crop must be 0 (whole images) or a size, got {cfg.val_crop}")
-    if not cfg.downscales or not all(0 < f <= 1 for f in cfg.downscales):
-        given = ",".join(f"{f:g}" for f in cfg.downscales)
-        raise UsageError(f"--downscales must be in (0, 1], e.g. 1,0.7,0.5; got {given}")
-    resolve_precision(cfg.precision, resolve_device(cfg.device))  # what the device can run
-    if not 0 <= cfg.ema < 1:
-        raise UsageError(f"--ema must be in [0, 1), e.g. 0.999 (0: off), got {cfg.ema}")
-    if not cfg.save_every_minutes > 0:
-        raise UsageError(f"--save-every-minutes must be positive, got {cfg.save_every_minutes}")
-    if cfg.clip is not None and not (math.isfinite(cfg.clip) and cfg.clip > 0):
-        raise UsageError(f"--clip must be a positive gradient norm, e.g. 0.4; got {cfg.clip:g}")
-    if cfg.loss is not None and cfg.loss not in LOSSES:
-        raise UsageError(f"unknown loss {cfg.loss!r}; use {', '.join(LOSSES)}")
-    if cfg.sampling is not None and cfg.sampling not in SAMPLINGS:
-        raise UsageError(f"unknown sampling {cfg.sampling!r}; use {', '.join(SAMPLINGS)}")
-    _build(cfg.model, cfg.resolved()["model_config"])  # a bad --model-config fails here
-
-
 @dataclass(frozen=True)
 class _InitWeights:
     """Weights a run starts from (``--init``)."""
@@ -806,7 +494,8 @@ def _load_init(cfg: TrainConfig) -> _InitWeights:
             f"{cfg.model.upper()}; add --model {lm.arch}"
         )
     config = dict(getattr(lm.module, "config", {}))
-    if cfg.model_config and getattr(_build(cfg.model, cfg.model_config), "config", {}) != config:
+    built = build_network(cfg.model, cfg.model_config) if cfg.model_config else None
+    if built is not None and getattr(built, "config", {}) != config:
         raise UsageError(
             f"--init {cfg.init} has the architecture {json.dumps(config)}, which differs from "
             f"--model-config {json.dumps(cfg.model_config)}; leave --model-config out"
@@ -817,13 +506,6 @@ def _load_init(cfg: TrainConfig) -> _InitWeights:
         h.update(key.encode())
         h.update(state[key].contiguous().numpy().tobytes())
     return _InitWeights(config, state, h.hexdigest())
-
-
-def _build(arch: str, config: dict[str, Any]) -> nn.Module:
-    try:
-        return archs.build(arch, config)
-    except ModelError as e:
-        raise UsageError(f"--model-config: {e}") from None
 
 
 def _check_out(out: Path, run: dict[str, Any], resume: bool) -> dict[str, Any] | None:
@@ -865,7 +547,7 @@ def _describe_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
     def short(v: Any) -> str:
         return v[:12] if isinstance(v, str) and len(v) == 64 else json.dumps(v)
 
-    old = {**_legacy_run_defaults(old), **old}
+    old = {**legacy_run_defaults(old), **old}
     changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     parts = [f"{k} {short(old.get(k))} -> {short(new.get(k))}" for k in changed]
     if any(k.endswith("_manifest") for k in changed):
@@ -937,23 +619,6 @@ def _precision_name(amp: torch.dtype | None) -> str:
 def _memory_format(channels_last: bool | None, device: torch.device) -> torch.memory_format:
     use = device.type in ("cpu", "cuda") if channels_last is None else channels_last
     return torch.channels_last if use else torch.contiguous_format
-
-
-def _optimizer(net: nn.Module, recipe: Recipe, lr: float) -> torch.optim.Optimizer:
-    """The recipe's optimiser; the last convolution in its own group when its lr differs."""
-    params: list[dict[str, Any]] = [{"params": list(net.parameters())}]
-    if recipe.last_layer_lr != 1.0:
-        last = archs.last_conv(net)
-        tail = {id(p) for p in last.parameters()}
-        params = [
-            {"params": [p for p in net.parameters() if id(p) not in tail]},
-            {"params": list(last.parameters()), "lr": lr * recipe.last_layer_lr},
-        ]
-    if recipe.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=recipe.weight_decay)
-    return torch.optim.SGD(
-        params, lr=lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
-    )
 
 
 class _Interrupt:
