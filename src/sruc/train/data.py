@@ -210,6 +210,17 @@ def split_validation(images: ImageSet, fraction: float) -> tuple[ImageSet, Image
     return images.subset(order[k:]), images.subset(order[:k])
 
 
+def drop_overlap(train_set: ImageSet, val_set: ImageSet, warn: Callable[[str], None]) -> ImageSet:
+    """Leave validation images out of the training set (by content)."""
+    held = set(val_set.digests)
+    keep = [i for i, d in enumerate(train_set.digests) if d not in held]
+    if len(keep) < len(train_set):
+        warn(f"left {len(train_set) - len(keep)} validation image(s) out of the training images")
+    if not keep:
+        raise InputError(f"every training image under {train_set.root} is also a validation image")
+    return train_set.subset(keep)
+
+
 # --------------------------------------------------------------------------- the patch cache
 
 
