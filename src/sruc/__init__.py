@@ -4,6 +4,8 @@ The library API::
 
     import sruc
     img = sruc.upscale("photo.jpg", 3)                    # VDSR -> PIL.Image
+    up = sruc.Upscaler("vdsr")                            # prepared once, for many images
+    up.upscale("a.jpg", 3); up.upscale("b.jpg", 2.5)
     sruc.upscale_file("photo.jpg", "photo_x3.png", 3, model="srcnn")
     sruc.psnr("hr.png", "sr.png", shave=3)                # Y-channel PSNR in dB
 
@@ -25,12 +27,15 @@ from sruc.errors import (
     OutputError,
     SrucError,
     SrucWarning,
+    Stopped,
     UsageError,
 )
 
 __version__ = "0.1.0.dev0"
 
 _LAZY = {
+    "Upscaler": "sruc.engine.pipeline",
+    "UpscaleResult": "sruc.engine.pipeline",
     "upscale": "sruc.engine.pipeline",
     "upscale_file": "sruc.engine.pipeline",
     "upscale_picture": "sruc.engine.pipeline",
@@ -45,7 +50,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from sruc.core.resize import imresize
-    from sruc.engine.pipeline import upscale, upscale_file, upscale_picture
+    from sruc.engine.pipeline import Upscaler, upscale, upscale_file, upscale_picture
     from sruc.files.images import read_image, write_image
     from sruc.measure.quality import compare, psnr, ssim
     from sruc.zoo.registry import load_model
@@ -69,6 +74,9 @@ __all__ = [
     "OutputError",
     "SrucError",
     "SrucWarning",
+    "Stopped",
+    "UpscaleResult",
+    "Upscaler",
     "UsageError",
     "__version__",
     "compare",

@@ -11,6 +11,9 @@ the very kernels autograd runs for ``relu(conv2d(x))``. Outputs come out
 bit-identical, gradients equal up to float32 summation order
 (``tests/test_fused.py``).
 
+:class:`ConvChain` runs the same plan for inference: weights cast once to the
+compute dtype in channels-last layout, the ReLU fused on CPUs.
+
 :func:`training_forward` runs any architecture whose spec gives a convolution
 plan (:attr:`sruc.archs.ArchSpec.conv_plan`: VDSR, SRCNN) that way, with autocast's casts
 done by hand, so ``sruc train`` gets the same numbers faster.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -142,8 +146,93 @@ def training_forward(
     return forward
 
 
+#: Input channels the first convolution gets on CPUs (the image padded with
+#: zero channels), to stay on oneDNN's fast path (see
+#: :data:`sruc.engine.fused.MIN_FUSED_IN_CHANNELS`).
+CPU_MIN_IN_CHANNELS = MIN_FUSED_IN_CHANNELS
+
+
+@dataclass(frozen=True)
+class _Conv:
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    padding: int
+    relu: bool
+
+
+class ConvChain:
+    """VDSR or SRCNN as a flat list of convolutions, for speed.
+
+    Weights are copied once in the compute dtype and the device's preferred
+    memory layout (channels-last: oneDNN's and cuDNN's fast convolutions use
+    it; on this project's CPUs bf16 in NCHW is barely faster than fp32, see
+    README "Speed"). On CPUs the ReLU is fused into the convolution, which
+    saves a pass over each 64-channel feature map, and the image gets zero
+    channels up to :data:`CPU_MIN_IN_CHANNELS` (with zero weights: the sums
+    are unchanged), which takes oneDNN off its slow one-channel path. Input
+    and output are float32; VDSR adds its residual in float32.
+    """
+
+    def __init__(
+        self,
+        convs: list[_Conv],
+        residual: bool,
+        dtype: torch.dtype,
+        device: torch.device,
+        in_channels: int,
+    ) -> None:
+        self.convs = convs
+        self.residual = residual
+        self.dtype = dtype
+        self.fused = conv_relu_op() if device.type == "cpu" else None
+        self.in_channels = in_channels  # of the first weight, after any zero padding
+
+    @classmethod
+    def of(cls, module: nn.Module, dtype: torch.dtype, device: torch.device) -> ConvChain | None:
+        """The chain of a module whose spec gives a convolution plan, else None."""
+        spec = archs.conv_plan(module)
+        if spec is None:
+            return None
+        layers, residual = spec
+        convs = []
+        for i, (conv, relu) in enumerate(layers):
+            pad = plain_padding(conv)
+            if pad is None:
+                return None
+            w = conv.weight.detach()
+            if i == 0 and device.type == "cpu" and w.shape[1] < CPU_MIN_IN_CHANNELS:
+                w = F.pad(w, (0, 0, 0, 0, 0, CPU_MIN_IN_CHANNELS - w.shape[1]))  # zero weights
+            w = w.to(device, dtype).contiguous(memory_format=torch.channels_last)
+            b = conv.bias.detach().to(device, dtype) if conv.bias is not None else None
+            convs.append(_Conv(w, b, pad, relu))
+        return cls(convs, residual, dtype, device, int(convs[0].weight.shape[1]))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (N, C, H, W) float32 on the chain's device
+        n, chans, height, width = x.shape
+        if chans < self.in_channels:
+            # (N, C', H, W) channels-last with zero channels after the image's
+            h = x.new_zeros((n, self.in_channels, height, width), dtype=self.dtype)
+            h = h.contiguous(memory_format=torch.channels_last)
+            h[:, :chans] = x
+        else:
+            h = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        for c in self.convs:
+            p = [c.padding, c.padding]
+            if c.relu and self.fused is not None:
+                h = self.fused(h, c.weight, c.bias, p, [1, 1], [1, 1], 1, "relu", [None], None)
+            else:
+                h = F.conv2d(h, c.weight, c.bias, padding=c.padding)
+                if c.relu:
+                    h = torch.relu_(h)
+        out = h.float().contiguous()  # (N, C, H, W) float32
+        return x + out if self.residual else out
+
+
 __all__ = [
+    "CPU_MIN_IN_CHANNELS",
     "MIN_FUSED_IN_CHANNELS",
+    "ConvChain",
     "conv_relu_op",
     "plain_padding",
     "training_forward",

@@ -1,0 +1,196 @@
+"""A model made ready to run: on its device, at a precision, in the fastest layout.
+
+:func:`prepare_model` places a model on its device once, at a precision
+(``auto``, ``fp32``, ``bf16``, ``fp16``, decided by
+:mod:`sruc.engine.precision`), as a flat chain of convolutions where its
+spec allows (:class:`sruc.engine.fused.ConvChain`: the ReLU fused into the
+convolution on CPUs). Reduced precision applies to the convolutions only:
+VDSR's residual add and every output stay float32. ``auto`` keeps a reduced
+precision only if the weights pass an accuracy probe (see
+:data:`MAX_PSNR_DROP_DB`). The result, a :class:`PreparedModel`, is what the
+pipeline and :class:`sruc.Upscaler` reuse for every image.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sruc.core.tiling import TileModel
+from sruc.engine.device import resolve_device, tune_cpu_allocator
+from sruc.engine.fused import ConvChain
+from sruc.engine.precision import dtype_of, resolve_precision
+from sruc.zoo.registry import DEFAULT_MODEL, LoadedModel, load_model
+
+#: Largest PSNR drop, in dB, that ``auto`` accepts from reduced precision:
+#: measured like the papers measure (:mod:`sruc.core.protocol`, x2, the scale with
+#: the highest PSNR, where a loss of precision shows most) on built-in probe
+#: images, since the Set5 images cannot ship with sruc.
+MAX_PSNR_DROP_DB = 0.02
+#: Edge of each probe image, in pixels, and their seeds: two images of 96 px
+#: cost about 0.2 s for a full VDSR on a 2-core CPU, once per prepared model.
+PROBE_EDGE = 96
+PROBE_SEEDS = (0, 1)
+PROBE_SCALE = 2
+
+
+class _Autocast:
+    """Any other module under autocast; the output comes back as float32."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype, device: torch.device) -> None:
+        self.module = module
+        self.dtype = dtype
+        self.device_type = device.type
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            return self.module(x).float()
+
+
+@dataclass
+class PreparedModel:
+    """A model placed on a device at a precision, ready for many images.
+
+    Made by :func:`prepare_model`; pass it as ``model`` to
+    :func:`upscale_picture` or :func:`upscale_file` to skip that work per
+    image (their ``device`` and ``precision`` arguments are then ignored).
+    It holds a snapshot of the weights taken when it was made.
+
+    Attributes:
+        loaded: the model as loaded (name, architecture, scales, radius).
+        device: where it runs.
+        precision: what the convolutions run in: ``fp32``, ``bf16`` or ``fp16``.
+        requested: the precision asked for (``auto`` or one of the above).
+        forward: the network as a float32-in, float32-out callable.
+        forward_fp32: the same in float32 (16-bit images under ``auto`` use it).
+    """
+
+    loaded: LoadedModel
+    device: torch.device
+    precision: str
+    requested: str
+    forward: TileModel
+    forward_fp32: TileModel
+
+    def runner(self, bits: int) -> tuple[TileModel, str]:
+        """The callable and precision for an image of ``bits`` per sample.
+
+        Under ``auto``, 16-bit images run in float32: a bf16 error of a
+        twentieth of an 8-bit level is a dozen 16-bit levels.
+        """
+        if bits > 8 and self.requested == "auto":
+            return self.forward_fp32, "fp32"
+        return self.forward, self.precision
+
+    @property
+    def bytes_per_value(self) -> int:
+        return 4 if self.precision == "fp32" else 2
+
+
+ModelSpec = str | os.PathLike[str] | nn.Module | LoadedModel | PreparedModel
+
+
+def probe_image(seed: int, edge: int = PROBE_EDGE) -> torch.Tensor:
+    """A synthetic photo-like luminance image, ``(1, edge, edge)`` on 0..255 (8-bit levels).
+
+    Smooth shading, flat discs with hard edges, a patch of fine stripes and a
+    little noise: the mix of content whose PSNR the papers report.
+    """
+    g = torch.Generator().manual_seed(seed)
+    axis = torch.arange(edge, dtype=torch.float64)
+    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+    img = 0.45 + 0.25 * torch.sin(xx / 17.0 + yy / 23.0)
+    for _ in range(12):
+        cy, cx, r, v = torch.rand(4, generator=g, dtype=torch.float64).tolist()
+        inside = (yy - cy * edge) ** 2 + (xx - cx * edge) ** 2 < (r * edge / 4 + 3) ** 2
+        img = img + 0.5 * (v - 0.5) * inside
+    img = img + 0.08 * torch.sin(xx * 0.9) * (yy > edge * 0.6)
+    img = img + 0.02 * torch.randn(edge, edge, generator=g, dtype=torch.float64)
+    return torch.round(img.clamp(0, 1) * 255)[None]
+
+
+def _probe_passes(reduced: TileModel, exact: TileModel, device: torch.device) -> bool:
+    """Whether ``reduced`` loses at most :data:`MAX_PSNR_DROP_DB` dB against ``exact``.
+
+    Each probe image goes through the papers' protocol (:mod:`sruc.core.protocol`:
+    8-bit LR by MATLAB bicubic, interpolated back, the network, rounded to 8
+    bits, Y PSNR with the scale shaved); the drop is averaged over the probes.
+    """
+    from sruc.core.metrics import psnr
+    from sruc.core.protocol import PEAK, degrade, interpolate, quantize
+
+    drops = []
+    with torch.inference_mode():
+        for seed in PROBE_SEEDS:
+            hr = probe_image(seed)
+            up = interpolate(degrade(hr, PROBE_SCALE), (PROBE_EDGE, PROBE_EDGE))
+            x = (up / PEAK).to(device, torch.float32)[None]  # (1, 1, H, W) in [0, 1]
+            scores = []
+            for net in (exact, reduced):
+                y = net(x)[0].double().cpu() * PEAK
+                if not bool(torch.isfinite(y).all()):
+                    return False  # fp16 overflow: the "black images" users report
+                scores.append(psnr(hr, quantize(y), shave=PROBE_SCALE, y_only=False))
+            drops.append(scores[0] - scores[1])
+    return sum(drops) / len(drops) <= MAX_PSNR_DROP_DB
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
+
+
+def prepare_model(
+    model: ModelSpec = DEFAULT_MODEL,
+    *,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    scale: float | None = None,
+) -> PreparedModel:
+    """Load ``model`` and make it ready to run on ``device`` at ``precision``.
+
+    ``scale`` picks the file of a per-scale registry group (``srcnn``).
+
+    Args:
+        model: registry name, checkpoint path, nn.Module, loaded or prepared model.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        precision: ``auto`` (bf16/fp16 where the device runs it natively and
+            the weights pass the accuracy probe, else fp32), ``fp32``,
+            ``bf16`` or ``fp16`` (GPUs only).
+
+    Raises:
+        UsageError: an unknown precision.
+        sruc.engine.precision.PrecisionError: bf16/fp16 forced where the device cannot run it.
+        DeviceError: the device is not there.
+        ModelError: the model cannot be loaded.
+    """
+    if isinstance(model, PreparedModel):
+        return model
+    dev = resolve_device(device)
+    tune_cpu_allocator()  # colour, resize and CPU forward passes reuse their buffers
+    candidate = resolve_precision(precision, dev)
+    lm = model if isinstance(model, LoadedModel) else load_model(model, scale=scale)
+    if lm.identity:
+        identity: TileModel = lambda x: x  # noqa: E731
+        return PreparedModel(lm, dev, "fp32", precision, identity, identity)
+    module = lm.module.to(dev).eval()
+    # A hooked module runs as itself, so its hooks fire; the chain is measured
+    # on CPUs and written for CUDA, other devices (MPS) run the module.
+    chain_ok = not _has_hooks(module) and dev.type in ("cpu", "cuda")
+    exact: TileModel | None = ConvChain.of(module, torch.float32, dev) if chain_ok else None
+    if exact is None:
+        # Unknown modules (or hooked ones) run as they are; auto keeps them in
+        # fp32, since nothing is known about how they take reduced precision.
+        exact = module
+        if precision == "auto":
+            candidate = "fp32"
+    if candidate == "fp32":
+        return PreparedModel(lm, dev, "fp32", precision, exact, exact)
+    dtype = dtype_of(candidate)
+    chain = ConvChain.of(module, dtype, dev) if chain_ok else None
+    reduced: TileModel = chain if chain is not None else _Autocast(module, dtype, dev)
+    if precision == "auto" and not _probe_passes(reduced, exact, dev):
+        return PreparedModel(lm, dev, "fp32", precision, exact, exact)
+    return PreparedModel(lm, dev, candidate, precision, reduced, exact)
