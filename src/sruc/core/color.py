@@ -4,7 +4,7 @@ All functions take and return float tensors of shape ``(..., 3, H, W)`` with
 values in [0, 1] (RGB) or the studio-swing range (Y in [16, 235]/255, Cb/Cr in
 [16, 240]/255). Pillow's ``"YCbCr"`` mode and OpenCV's ``COLOR_RGB2YCrCb`` are
 full-range JPEG conversions and must not be used where the protocol asks for
-these (see ``shared/PROTOCOL.md``).
+these (see ``docs/PROTOCOL.md``).
 """
 
 from __future__ import annotations

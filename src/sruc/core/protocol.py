@@ -1,6 +1,6 @@
 """The super-resolution papers' evaluation protocol, as pure tensor functions.
 
-``shared/PROTOCOL.md`` describes it; this module is the one place sruc
+``docs/PROTOCOL.md`` describes it; this module is the one place sruc
 implements it, for ``sruc bench`` and for the validation and training data of
 ``sruc train`` alike (a network must learn the degradation it is measured on).
 

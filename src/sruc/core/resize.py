@@ -2,7 +2,7 @@
 
 MATLAB's ``imresize(A, scale, 'bicubic')`` is what every super-resolution paper
 uses to make its low-resolution inputs, so reproducing published numbers needs
-exactly it (``shared/PROTOCOL.md``):
+exactly it (``docs/PROTOCOL.md``):
 
 * Keys' cubic convolution kernel with ``a = -0.5``;
 * when shrinking, antialiasing: the kernel is stretched by ``1/scale`` and its
