@@ -22,8 +22,9 @@ SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 
 
-def _prepare(img: torch.Tensor, shave: int, y_only: bool) -> torch.Tensor:
-    """To float64 ``(C, H, W)`` on 0..255, Y-only if asked, border shaved."""
+def prepare(img: torch.Tensor, shave: int, y_only: bool) -> torch.Tensor:
+    """To float64 ``(C, H, W)`` on 0..255, Y-only if asked, border shaved: what
+    :func:`psnr` and :func:`ssim` measure."""
     x = img.to(torch.float64)
     if x.ndim == 2:
         x = x[None]
@@ -48,7 +49,7 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
 def psnr(a: torch.Tensor, b: torch.Tensor, *, shave: int = 0, y_only: bool = True) -> float:
     """Peak signal-to-noise ratio in dB, peak 255; ``inf`` for identical images."""
     _check_pair(a, b)
-    x, y = _prepare(a, shave, y_only), _prepare(b, shave, y_only)
+    x, y = prepare(a, shave, y_only), prepare(b, shave, y_only)
     mse = float(torch.mean((x - y) ** 2))
     return math.inf if mse == 0 else 10.0 * math.log10(PEAK**2 / mse)
 
@@ -63,7 +64,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor, *, shave: int = 0, y_only: bool = Tru
     """Structural similarity (Wang et al. 2004): 11x11 Gaussian window, sigma 1.5,
     valid region, mean of the SSIM map, averaged over channels."""
     _check_pair(a, b)
-    x, y = _prepare(a, shave, y_only), _prepare(b, shave, y_only)
+    x, y = prepare(a, shave, y_only), prepare(b, shave, y_only)
     if min(x.shape[-2:]) < SSIM_WINDOW:
         raise ValueError(f"SSIM needs at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels after shaving")
     c1 = (SSIM_K1 * PEAK) ** 2

@@ -49,7 +49,7 @@ def _pair(
                 f"cannot compare RGB with gray channel by channel: {name_a} vs {name_b}"
             )
         # A gray image is its own Y; reduce the colour one to its Y.
-        x, y = (metrics._prepare(t, 0, True) for t in (x, y))
+        x, y = (metrics.prepare(t, 0, True) for t in (x, y))
     return x, y
 
 
