@@ -429,22 +429,25 @@ def test_temporary_file_cannot_be_created(
     check_fails(capsys, work, ["up", "photo.png", "-o", OUT], 1, ("out", "permission denied"))
 
 
-def test_disk_full_while_encoding_leaves_nothing(
+def test_disk_full_while_writing_leaves_nothing(
     capsys: pytest.CaptureFixture[str], work: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    written: list[str] = []
+    from sruc.files import atomic
 
-    def save(self: Image.Image, fp: Any, *args: Any, **kwargs: Any) -> None:
-        # Leave some bytes behind first, as a real full disk would.
-        Path(fp).write_bytes(b"\x89PNG partial")
-        written.append(os.fspath(fp))
-        raise OSError(28, "No space left on device")
+    written: list[int] = []
+    real_write = os.write
 
-    monkeypatch.setattr(Image.Image, "save", save)
+    def write(fd: int, data: Any) -> int:
+        if written:  # the first chunk lands, then the disk is full
+            raise OSError(28, "No space left on device")
+        written.append(real_write(fd, bytes(data[:100])))
+        return written[-1]
+
+    monkeypatch.setattr(atomic.os, "write", write)
     check_fails(
         capsys, work, ["up", "photo.png", "-o", OUT], 1, ("result.png", "no space left on device")
     )
-    assert written and all(Path(w).name.endswith(".part") for w in written)
+    assert written == [100]  # part of the file was on disk before it was removed
 
 
 def test_disk_full_with_overwrite_keeps_the_old_output(

@@ -7,6 +7,7 @@ in ``.part``, so no tool mistakes them for finished outputs.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -52,6 +53,35 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically and check that every byte reached the disk.
+
+    The bytes go out with unbuffered writes (a short write is retried, so a full
+    disk or a file-size limit surfaces as ``OSError``, never as a silently short
+    file), are fsynced, and the size on disk is compared before the rename.
+
+    Raises:
+        OSError: the write failed or came up short (ENOSPC, EFBIG, EIO...);
+            the temporary file is removed and ``path`` is untouched.
+    """
+    with atomic_path(path, fsync=False) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                if written <= 0:  # pragma: no cover - os.write raises instead
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                view = view[written:]
+            os.fsync(fd)
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        if size != len(data):
+            raise OSError(errno.EIO, f"only {size} of {len(data)} bytes reached the disk")
+    return Path(path)
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:

@@ -385,7 +385,11 @@ def _png_exif(exif: bytes | None) -> bytes | None:
 
 @contextlib.contextmanager
 def _open_for_writing(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    """Open ``path`` for binary writing, turning OSError into OutputError."""
+    """Open ``path`` for binary writing, turning OSError into OutputError; a file
+    object (``io.BytesIO``) is written as it is."""
+    if hasattr(path, "write"):
+        yield path  # type: ignore[misc]
+        return
     name = os.fspath(path)
     try:
         fp = open(path, "wb")  # noqa: SIM115 - closed by the with statement below

@@ -24,7 +24,7 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 
 from sruc.errors import InputError, OutputError, SrucWarning, UsageError
 from sruc.files import highdepth
-from sruc.files.atomic import atomic_path
+from sruc.files.atomic import write_bytes
 
 #: Default limit on input pixels, Pillow's own decompression-bomb threshold
 #: (about 89.5 megapixels, a 128 MB 24-bit image); --max-pixels raises it.
@@ -373,12 +373,14 @@ def write_image(
             stacklevel=2,
         )
     try:
-        with atomic_path(path) as tmp:
-            _encode(pic, tmp, fmt, quality)
-            # Checked again at the last moment: another process may have
-            # written the output while this one was working.
-            if path.exists() and not overwrite:
-                raise OutputError(f"{path} already exists; pass --overwrite to replace it")
+        # Encoded in memory, then written once and checked: an encoder writing to
+        # a file itself may leave a short file on a full disk and report success.
+        data = _encode(pic, fmt, quality)
+        # Checked again at the last moment: another process may have written the
+        # output while this one was working.
+        if path.exists() and not overwrite:
+            raise OutputError(f"{path} already exists; pass --overwrite to replace it")
+        write_bytes(path, data)
     except PermissionError:
         raise OutputError(f"cannot write {path}: permission denied") from None
     except OSError as e:
@@ -386,13 +388,15 @@ def write_image(
     return path
 
 
-def _encode(pic: Picture, tmp: Path, fmt: str, quality: int | None) -> None:
+def _encode(pic: Picture, fmt: str, quality: int | None) -> bytes:
+    """The encoded file, in memory."""
+    buffer = io.BytesIO()
     channels = int(pic.color.shape[0]) + (pic.alpha is not None)
     if pic.bits == 16 and fmt in _SIXTEEN_BIT_FORMATS and channels > 1:
         # Pillow cannot hold 16-bit colour; highdepth writes these (pypng or libpng, tifffile).
         writer = highdepth.write_png16 if fmt == "PNG" else highdepth.write_tiff16
-        writer(tmp, pic.to_array(16), icc_profile=pic.icc_profile, exif=pic.exif)
-        return
+        writer(buffer, pic.to_array(16), icc_profile=pic.icc_profile, exif=pic.exif)  # type: ignore[arg-type]
+        return buffer.getvalue()
     bits = 16 if pic.bits == 16 and fmt in _SIXTEEN_BIT_FORMATS else 8
     pic8 = replace(pic, bits=bits)
     im = pic8.to_pil()
@@ -410,7 +414,8 @@ def _encode(pic: Picture, tmp: Path, fmt: str, quality: int | None) -> None:
         kwargs.update(compress_level=PNG_COMPRESS_LEVEL)
     elif fmt == "TIFF":
         kwargs.update(compression="tiff_deflate")
-    im.save(tmp, format=fmt, **kwargs)
+    im.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
 
 
 def _first_line(e: BaseException, limit: int = 120) -> str:

@@ -1,0 +1,65 @@
+"""A full disk (imitated by a file-size limit) is an error, never a short file
+reported as written: every format, in `sruc up` and in `sruc batch`."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import smooth_rgb
+
+
+def noisy(seed: int = 0) -> Image.Image:
+    """64x64 of noise: no format compresses its x4 enlargement under LIMIT."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+
+
+LIMIT = 20_000  # bytes: the x4 outputs of a 64x64 image are larger in every format
+
+
+def _limited() -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, LIMIT))
+
+
+def _sruc(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sruc", *map(str, args)], preexec_fn=_limited,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+@pytest.mark.parametrize("ext", ["jpg", "bmp", "png", "webp", "tif"])
+def test_up_reports_the_failed_write_and_leaves_nothing(tmp_path: Path, ext: str) -> None:
+    noisy().save(tmp_path / "little.png")
+    out = tmp_path / f"out.{ext}"
+    run = _sruc("up", tmp_path / "little.png", "-s", "4", "--model", "bicubic", "-o", out)
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.strip() == f"error: cannot write {out}: File too large"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["little.png"]  # no output, no .part
+
+
+def test_16_bit_outputs_too(tmp_path: Path) -> None:
+    from sruc.files.highdepth import write_png16
+
+    write_png16(tmp_path / "deep.png", (smooth_rgb(64, 64).astype("uint16") * 257))
+    run = _sruc("up", tmp_path / "deep.png", "-s", "4", "--model", "bicubic", "-o",
+                tmp_path / "out.tif")  # fmt: skip
+    assert run.returncode == 1 and "cannot write" in run.stderr, run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep.png"]
+
+
+def test_batch_reports_the_image_as_failed(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    for i in range(2):
+        noisy(i).save(tmp_path / "in" / f"p{i}.png")
+    run = _sruc("batch", tmp_path / "in", "-o", tmp_path / "out", "-s", "4", "--model",
+                "bicubic", "--format", "jpg")  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    assert "File too large" in run.stderr and "please report" not in run.stderr
+    written = list((tmp_path / "out").iterdir()) if (tmp_path / "out").exists() else []
+    assert written == []  # neither a short file under its name nor a .part
