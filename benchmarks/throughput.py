@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from sruc.archs.vdsr import VDSR
-from sruc.batch.run import run_batch
+from sruc.batch import run_batch
 from sruc.core.protocol import PEAK, degrade, evaluate_image, interpolate, luma, quantize
 from sruc.engine import pipeline
 from sruc.engine import precision as policy

@@ -20,8 +20,7 @@ from PIL import Image
 
 import sruc
 from helpers import Run, run_cli, smooth_rgb
-from sruc.batch import run as batch_mod
-from sruc.batch.run import (
+from sruc.batch import (
     BatchInterrupted,
     BatchProgress,
     effective_shard,
@@ -30,6 +29,9 @@ from sruc.batch.run import (
     plan_batch,
     run_batch,
 )
+from sruc.batch import plan as plan_mod
+from sruc.batch import pool as pool_mod
+from sruc.batch import run as batch_mod
 from sruc.cli import main
 from sruc.engine import fused, pipeline, precision
 from sruc.engine import prepared as prepared_mod
@@ -264,7 +266,7 @@ def test_full_disk_stops_the_batch_cleanly(
     report = json.loads(run.out)
     # Stopped rather than failing every later image: at most the writes already queued ran.
     assert report["summary"]["pending"] >= 1
-    assert len(writes) <= batch_mod.MAX_PENDING_WRITES + 1
+    assert len(writes) <= pool_mod.MAX_PENDING_WRITES + 1
     assert report["stopped"].startswith("disk full")
 
 
@@ -277,14 +279,14 @@ def test_io_plan_leaves_the_cores_to_a_cpu_model_and_uses_them_otherwise(
     cpu = pipeline.prepare_model(tiny_vdsr_ckpt, device="cpu", precision="fp32")
     bicubic = pipeline.prepare_model("bicubic", device="cpu")
     # The network on the CPU: two threads whatever the core count.
-    assert batch_mod.io_plan(cpu, cores=2) == (2, 2)
-    assert batch_mod.io_plan(cpu, cores=64) == (2, 2)
+    assert pool_mod.io_plan(cpu, cores=2) == (2, 2)
+    assert pool_mod.io_plan(cpu, cores=64) == (2, 2)
     # Bicubic, or a GPU (the device is all io_plan reads): one per core but one.
-    assert batch_mod.io_plan(bicubic, cores=2) == (2, 2)
-    assert batch_mod.io_plan(bicubic, cores=6) == (5, 5)
+    assert pool_mod.io_plan(bicubic, cores=2) == (2, 2)
+    assert pool_mod.io_plan(bicubic, cores=6) == (5, 5)
     gpu = dataclasses.replace(cpu, device=torch.device("cuda", 0))
-    assert batch_mod.io_plan(gpu, cores=16) == (batch_mod.MAX_IO_THREADS,) * 2
-    assert batch_mod.io_plan(gpu, cores=1) == (2, 2)
+    assert pool_mod.io_plan(gpu, cores=16) == (pool_mod.MAX_IO_THREADS,) * 2
+    assert pool_mod.io_plan(gpu, cores=1) == (2, 2)
 
 
 def _count_concurrent_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -306,7 +308,7 @@ def _count_concurrent_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
                 running[0] -= 1
 
     monkeypatch.setattr(batch_mod._Run, "encode", encode)
-    monkeypatch.setattr(batch_mod, "_free_cores", lambda: 16)
+    monkeypatch.setattr(pool_mod, "_free_cores", lambda: 16)
     return seen
 
 
@@ -318,7 +320,7 @@ def test_encodes_run_in_parallel_where_the_cores_are_free(
     seen = _count_concurrent_writes(monkeypatch)
     report = run_batch(["in"], "out", 2, model="bicubic")
     assert report.exit_code == 0 and report.count("done") == 8
-    assert max(seen) > batch_mod.IO_THREADS  # bicubic is cheap: the writes overlap
+    assert max(seen) > pool_mod.IO_THREADS  # bicubic is cheap: the writes overlap
 
 
 def test_waiting_results_are_bounded_in_megapixels(
@@ -534,11 +536,11 @@ def test_shard_parsing_and_torchrun() -> None:
     # Every (machine shard, rank) pair gets its own share of the 12.
     shares = {effective_shard((k, 3), {**env, "RANK": str(r)}) for k in range(3) for r in range(4)}
     assert shares == {(i, 12) for i in range(12)}
-    assert batch_mod.batch_device("cpu", env) == "cpu"
+    assert plan_mod.batch_device("cpu", env) == "cpu"
     if not torch.cuda.is_available():
-        assert batch_mod.batch_device("auto", env) == "cpu"
-    assert batch_mod.batch_device("cuda", env) == "cuda:2"
-    assert batch_mod.batch_device("auto", {}) == "auto"
+        assert plan_mod.batch_device("auto", env) == "cpu"
+    assert plan_mod.batch_device("cuda", env) == "cuda:2"
+    assert plan_mod.batch_device("auto", {}) == "auto"
 
 
 # --------------------------------------------------------------------------- precision, tiles
@@ -610,7 +612,7 @@ def test_batched_tiles_equal_single_tiles() -> None:
 def test_cli_choices_match_the_library() -> None:
     from sruc.cli import batch as cli_batch
 
-    assert cli_batch.FORMAT_CHOICES == batch_mod.OUTPUT_FORMATS
+    assert cli_batch.FORMAT_CHOICES == plan_mod.OUTPUT_FORMATS
 
 
 # --------------------------------------------------------------------------- GPU

@@ -21,7 +21,7 @@ from sruc.engine.launch import rank_prefix
 from sruc.engine.precision import PRECISIONS
 from sruc.errors import SrucError, Stopped
 
-# A literal copy of sruc.batch.run.OUTPUT_FORMATS, so that `sruc --help` does not
+# A literal copy of sruc.batch.plan.OUTPUT_FORMATS, so that `sruc --help` does not
 # import torch (a test checks they agree).
 FORMAT_CHOICES = ("same", "png", "jpg", "webp", "tif")
 
@@ -135,7 +135,7 @@ def batch(
       sruc batch photos/ -o up/ --shard 2/4        # the second of four machines
       torchrun --nproc_per_node=4 -m sruc batch photos/ -o up/ --device cuda
     """
-    from sruc.batch.run import BatchInterrupted, parse_shard, run_batch
+    from sruc.batch import BatchInterrupted, parse_shard, run_batch
     from sruc.files.images import DEFAULT_MAX_PIXELS
     from sruc.scales import check_scale
 
@@ -146,7 +146,7 @@ def batch(
         loaded = load_model_for_cli(model, scale, cache_dir, offline, sha256, display)
         bar = display.bar("batch", unit="files")
 
-        def progress(p: Any) -> None:  # p: sruc.batch.run.BatchProgress
+        def progress(p: Any) -> None:  # p: sruc.batch.report.BatchProgress
             if p.item is not None and p.item.status == "failed":
                 display.say(f"{prefix}error: {p.item.error}")
             if bar is not None:
