@@ -21,6 +21,7 @@ from helpers import EVAL, Run, run_cli, smooth_rgb
 from sruc.core.protocol import evaluate_image
 from sruc.errors import InputError, UsageError
 from sruc.measure import bench as bench_mod
+from sruc.measure import sets as sets_mod
 
 #: PROTOCOL.md's published bicubic Y-PSNR (dB), x2 / x3 / x4.
 PUBLISHED = {"Set5": (33.66, 30.39, 28.42), "Set14": (30.24, 27.55, 26.00)}
@@ -142,7 +143,7 @@ def test_values_are_the_protocols(folder: Path) -> None:
     report = bench_mod.bench([folder], [], [3], device="cpu")
     scores = report.result("tiny", 3).bicubic.images
     for score in scores:
-        hr = bench_mod.read_ground_truth(folder / score.image)
+        hr = sets_mod.read_ground_truth(folder / score.image)
         want = evaluate_image(hr, 3)
         assert (score.psnr, score.ssim) == (want.psnr, want.ssim)
 
@@ -250,7 +251,7 @@ def test_tiling_does_not_change_scores(
 
 
 def test_gray_image_is_its_own_y(folder: Path, tiny_vdsr_ckpt: Path) -> None:
-    hr = bench_mod.read_ground_truth(folder / "c_gray.bmp")
+    hr = sets_mod.read_ground_truth(folder / "c_gray.bmp")
     assert hr.shape[0] == 1 and hr.dtype == torch.float64
     report = bench_mod.bench([folder], [tiny_vdsr_ckpt], [2], device="cpu")
     r = report.result("tiny", 2)
@@ -265,9 +266,9 @@ def test_alpha_and_palette_are_read_as_colour(tmp_path: Path) -> None:
     rgb = smooth_rgb(30, 30)
     Image.fromarray(np.dstack([rgb, np.full((30, 30), 7, np.uint8)])).save(tmp_path / "rgba.png")
     Image.fromarray(rgb).convert("P").save(tmp_path / "pal.png")
-    rgba = bench_mod.read_ground_truth(tmp_path / "rgba.png")
+    rgba = sets_mod.read_ground_truth(tmp_path / "rgba.png")
     assert torch.equal(rgba, torch.from_numpy(rgb).permute(2, 0, 1).double())
-    assert bench_mod.read_ground_truth(tmp_path / "pal.png").shape == (3, 30, 30)
+    assert sets_mod.read_ground_truth(tmp_path / "pal.png").shape == (3, 30, 30)
 
 
 # --------------------------------------------------------------------------- bad input
@@ -340,7 +341,7 @@ def test_image_too_small_for_the_scale(
 ) -> None:
     # x4 needs 2 * 4 + 11 = 19 px after modcrop; 18 px crops to 16 (x2 alone would pass).
     Image.fromarray(smooth_rgb(18, 60)).save(folder / "thin.png")
-    assert bench_mod.min_side(4) == 19
+    assert sets_mod.min_side(4) == 19
     monkeypatch.setattr(bench_mod, "evaluate_image", lambda *a, **k: pytest.fail("no work"))
     run = run_cli(capsys, "bench", folder, "-s", "2,4")
     assert_error(run, 1, "thin.png", "60x18", "x4", "19 px")

@@ -97,11 +97,11 @@ def bench(
 
 
 def table(report: Any, per_image: bool = False) -> Any:
-    """A bench report (:class:`sruc.measure.bench.BenchReport`) as a rich table: one row
+    """A bench report (:class:`sruc.measure.report.BenchReport`) as a rich table: one row
     per set and scale, and with ``per_image`` a row per image under each."""
     from rich.table import Table
 
-    from sruc.measure.bench import format_scales
+    from sruc.measure.report import format_scales
 
     labels = _labels([m.name for m in report.models])
     caption = "; ".join(

@@ -3,9 +3,11 @@
 Every number comes from :func:`sruc.core.protocol.evaluate_image`, the one
 implementation of ``shared/PROTOCOL.md`` (modcrop, MATLAB-exact LR on Y at 8-bit
 levels, the model on the interpolated Y, output rounded, Y-PSNR and SSIM with
-``scale`` pixels shaved). This module only finds the images, checks everything
-that can be checked before any work, runs the models through
-:func:`sruc.core.tiling.run_tiled` and averages, so that its results stay comparable
+``scale`` pixels shaved). This module only checks everything that can be
+checked before any work (the images through :mod:`sruc.measure.sets`),
+resolves the models for every scale, runs them through
+:func:`sruc.core.tiling.run_tiled` and averages into a
+:class:`~sruc.measure.report.BenchReport`, so that its results stay comparable
 with published tables. Bicubic is always measured, beside every model.
 
 Example:
@@ -19,26 +21,30 @@ from __future__ import annotations
 
 import math
 import os
-import statistics
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
-from sruc import __version__, archs
-from sruc.core.metrics import SSIM_WINDOW
+from sruc import archs
 from sruc.core.protocol import YModel, evaluate_image
 from sruc.core.tiling import run_tiled
 from sruc.engine.device import resolve_device, tune_cpu_allocator
-from sruc.errors import InputError, ModelError, SrucWarning, UsageError
-from sruc.files import discovery
+from sruc.errors import ModelError, SrucWarning, UsageError
+from sruc.measure.report import (
+    BenchReport,
+    EvalSet,
+    ImageScore,
+    ModelInfo,
+    ModelScores,
+    SetResult,
+    format_scales,
+)
+from sruc.measure.sets import check_image, find_images, read_ground_truth
 from sruc.scales import check_protocol_scales
 from sruc.zoo import registry
 from sruc.zoo.registry import LoadedModel, load_model
@@ -46,346 +52,12 @@ from sruc.zoo.registry import LoadedModel, load_model
 #: The scales of the published tables, used when none are given.
 DEFAULT_SCALES = (2, 3, 4)
 
-#: What every number in a report means, for the JSON output (see PROTOCOL.md).
-PROTOCOL: dict[str, str] = {
-    "reference": "shared/PROTOCOL.md; the SRCNN/VDSR papers' evaluation",
-    "ground_truth": "the 8-bit image as stored (gray stays gray), cropped to a multiple "
-    "of the scale keeping the top-left (modcrop)",
-    "channel": "Y of BT.601 studio-swing YCbCr as MATLAB rgb2ycbcr; a gray image is its own Y",
-    "low_resolution": "MATLAB imresize(Y, 1/scale, 'bicubic') (a = -0.5, antialiased, "
-    "symmetric borders), rounded to 8-bit levels",
-    "model_input": "MATLAB bicubic of the low-resolution Y back to the ground-truth size, "
-    "not rounded, as float32 in [0, 1]",
-    "output": "the model's output (the input itself for bicubic) rounded to 8-bit levels",
-    "psnr": "peak 255, float64, `scale` pixels shaved from every border, per image; the set "
-    "value is the mean in dB",
-    "ssim": "Wang et al.: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03, L 255, valid "
-    "region, same shave; the set value is the mean",
-}
-
 #: Reports progress as (steps done, steps total, what was just measured).
 BenchProgress = Callable[[int, int, str], None]
 ModelSpec = str | os.PathLike[str] | nn.Module | LoadedModel
 
 
-# --------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class ImageScore:
-    """One image's score at one scale for one model.
-
-    Attributes:
-        image: the file name, without its folder.
-        psnr: Y-PSNR in dB (``inf`` for a perfect result).
-        ssim: SSIM on Y, or None when SSIM was not asked for.
-    """
-
-    image: str
-    psnr: float
-    ssim: float | None
-
-
-@dataclass
-class ModelScores:
-    """One model's scores on one set at one scale.
-
-    Attributes:
-        model: the model's name, as given.
-        weights: the weights file (or registry file name) used at this scale.
-        images: per-image scores in file-name order; empty when skipped.
-        skipped: why the model was not run at this scale, or None.
-        seconds: time spent evaluating, including the protocol's own work.
-    """
-
-    model: str
-    weights: str | None = None
-    images: list[ImageScore] = field(default_factory=list)
-    skipped: str | None = None
-    seconds: float = 0.0
-
-    @property
-    def mean_psnr(self) -> float | None:
-        """Mean PSNR over the set in dB (as the papers average), or None if skipped."""
-        return statistics.fmean(s.psnr for s in self.images) if self.images else None
-
-    @property
-    def mean_ssim(self) -> float | None:
-        """Mean SSIM over the set, or None if skipped or SSIM was not measured."""
-        values = [s.ssim for s in self.images if s.ssim is not None]
-        return statistics.fmean(values) if values and len(values) == len(self.images) else None
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict: means, per-image values, and ``skipped``."""
-        return {
-            "model": self.model,
-            "weights": self.weights,
-            "psnr": _num(self.mean_psnr),
-            "ssim": _num(self.mean_ssim),
-            "skipped": self.skipped,
-            "seconds": round(self.seconds, 3),
-            "images": [
-                {"image": s.image, "psnr": _num(s.psnr), "ssim": _num(s.ssim)} for s in self.images
-            ],
-        }
-
-
-@dataclass
-class SetResult:
-    """All scores for one set at one scale.
-
-    Attributes:
-        set: the set's name (its folder name).
-        scale: the integer upscaling factor.
-        bicubic: the bicubic baseline.
-        models: one entry per model, in the order given.
-    """
-
-    set: str
-    scale: int
-    bicubic: ModelScores
-    models: list[ModelScores]
-
-    def gain(self, model: ModelScores) -> float | None:
-        """``model``'s mean PSNR minus bicubic's, in dB (None if skipped)."""
-        m, b = model.mean_psnr, self.bicubic.mean_psnr
-        return None if m is None or b is None else m - b
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "set": self.set,
-            "scale": self.scale,
-            "bicubic": self.bicubic.to_json(),
-            "models": [{**m.to_json(), "gain_db": _num(self.gain(m))} for m in self.models],
-        }
-
-
-@dataclass(frozen=True)
-class EvalSet:
-    """A folder of ground-truth images.
-
-    Attributes:
-        name: the folder's name (made unique within a report).
-        path: the folder.
-        images: the image files, sorted by name.
-    """
-
-    name: str
-    path: Path
-    images: tuple[Path, ...]
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a report says about each model it ran."""
-
-    name: str
-    arch: str
-    trained_scales: tuple[float, ...]
-
-
-@dataclass
-class BenchReport:
-    """The outcome of :func:`bench`.
-
-    Attributes:
-        sets: the sets measured, in the order given.
-        scales: the scales measured, in the order given.
-        models: the models besides bicubic, in the order given.
-        results: one entry per set and scale (sets outer, scales inner).
-        device: where the models ran.
-        tile: the tile edge asked for (None: chosen per image; 0: untiled).
-        with_ssim: whether SSIM was measured.
-        seconds: wall time of the whole run.
-    """
-
-    sets: list[EvalSet]
-    scales: list[int]
-    models: list[ModelInfo]
-    results: list[SetResult]
-    device: str
-    tile: int | None
-    with_ssim: bool
-    seconds: float = 0.0
-
-    def result(self, set_name: str, scale: int) -> SetResult:
-        """The result for one set (by name) and scale.
-
-        Raises:
-            KeyError: no such set or scale in this report.
-        """
-        for r in self.results:
-            if r.set == set_name and r.scale == scale:
-                return r
-        raise KeyError(f"no result for set {set_name!r} at x{scale}")
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict: the protocol, the setup, and every value.
-
-        Infinite PSNR (a perfect reconstruction) is written as the string
-        ``"inf"``, as ``sruc psnr --json`` does, since JSON has no infinity.
-        """
-        return {
-            "sruc_version": __version__,
-            "protocol": dict(PROTOCOL),
-            "device": self.device,
-            "tile": self.tile,
-            "ssim": self.with_ssim,
-            "scales": list(self.scales),
-            "models": [
-                {"name": "bicubic", "arch": "bicubic", "trained_scales": None},
-                *(
-                    {"name": m.name, "arch": m.arch, "trained_scales": list(m.trained_scales)}
-                    for m in self.models
-                ),
-            ],
-            "sets": [
-                {"name": s.name, "path": str(s.path), "images": [p.name for p in s.images]}
-                for s in self.sets
-            ],
-            "results": [r.to_json() for r in self.results],
-            "seconds": round(self.seconds, 3),
-        }
-
-
-def format_scales(scales: Iterable[float]) -> str:
-    """``x2/x3/x4``, for messages and tables."""
-    return "/".join(f"x{s:g}" for s in scales) or "no known scale"
-
-
-def _num(value: float | None) -> float | str | None:
-    if value is None:
-        return None
-    return "inf" if math.isinf(value) else round(value, 6)
-
-
 # --------------------------------------------------------------------------- inputs
-
-
-def find_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """The images directly in ``folder`` (not in sub-folders), sorted by name.
-
-    Files are recognised by extension (:data:`sruc.files.discovery.IMAGE_EXTENSIONS`);
-    other files and hidden files (such as macOS ``._name.png`` companions,
-    which are not images) are skipped.
-
-    Raises:
-        InputError: the folder is missing, not a folder, unreadable, empty, or
-            holds no images.
-    """
-    path = Path(folder)
-    if not path.exists():
-        raise InputError(f"{path}: no such folder")
-    if not path.is_dir():
-        raise InputError(f"{path} is a file, not a folder; sruc bench measures folders of images")
-    try:
-        entries = sorted(path.iterdir(), key=lambda p: p.name)
-    except OSError as e:
-        raise InputError(f"cannot list folder {path}: {e.strerror or e}") from None
-    found = [p for p in discovery.walk(path, recursive=False) if discovery.claims_image(p)]
-    if not found:
-        if not entries:
-            raise InputError(f"{path} is empty: there are no images to measure")
-        raise InputError(
-            f"{path} has no images (png, jpg, bmp, tif, webp, ...) directly inside it; "
-            f"{len(entries)} other entr{'y' if len(entries) == 1 else 'ies'} skipped"
-        )
-    return found
-
-
-def min_side(scale: int) -> int:
-    """The smallest image side (after modcrop) that can be scored at ``scale``.
-
-    ``scale`` pixels are shaved from each border and what is left must hold one
-    11x11 SSIM window (kept with ``with_ssim=False`` too, so that a set's
-    images do not change with the option).
-    """
-    return 2 * scale + SSIM_WINDOW
-
-
-def _open(path: Path) -> Image.Image:
-    try:
-        return Image.open(path)
-    except UnidentifiedImageError:
-        raise InputError(
-            f"{path} is not an image sruc can read (unknown or damaged format)"
-        ) from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
-
-
-def _is_high_depth(im: Image.Image) -> bool:
-    """True for images with more than 8 bits per sample.
-
-    Pillow opens 16-bit RGB PNG/TIFF as mode ``RGB`` keeping the high byte
-    only; the decoder's raw mode (``RGB;16B``) still tells.
-    """
-    if im.mode.startswith(("I", "F")):
-        return True
-    for tile in getattr(im, "tile", None) or []:
-        args = tile[3] if len(tile) > 3 else None
-        raw = args[0] if isinstance(args, tuple) and args else args
-        if isinstance(raw, str) and ";16" in raw:
-            return True
-    return False
-
-
-def check_image(path: Path, scales: Sequence[int]) -> None:
-    """Check from its header that ``path`` can be scored at every scale.
-
-    Raises:
-        InputError: not a readable image, more than 8 bits per sample, or too
-            small for a scale.
-    """
-    with _open(path) as im:
-        w, h = im.size
-        if _is_high_depth(im):
-            raise _high_depth_error(path)
-    for s in scales:
-        need = min_side(s)
-        # The smaller side bounds both dimensions, so EXIF rotation cannot matter.
-        if min(w, h) // s * s < need:
-            raise InputError(
-                f"{path} is {w}x{h}, too small for x{s}: after cropping to a multiple of {s} "
-                f"and shaving {s} px per border, SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} window needs "
-                f"sides of at least {need} px; remove the image or drop x{s}"
-            )
-
-
-def _high_depth_error(path: Path) -> InputError:
-    return InputError(
-        f"{path} has more than 8 bits per sample; the papers' protocol measures 8-bit "
-        "ground truth, so convert it to 8-bit first"
-    )
-
-
-def read_ground_truth(path: str | os.PathLike[str]) -> torch.Tensor:
-    """Decode an 8-bit ground-truth image to a float64 ``(C, H, W)`` tensor on 0..255.
-
-    Gray stays one channel (it is its own Y); everything else becomes RGB.
-    Alpha is dropped: quality is measured on colour, as ``sruc psnr`` does.
-    The EXIF orientation is applied, as :func:`sruc.files.images.read_image` does,
-    so every sruc command sees the same pixels (benchmark sets carry none).
-
-    Raises:
-        InputError: unreadable, damaged, or more than 8 bits per sample.
-    """
-    path = Path(path)
-    with _open(path) as im:
-        if _is_high_depth(im):
-            raise _high_depth_error(path)
-        try:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            gray = im.mode in ("1", "L", "LA", "La")
-            arr = np.array(im.convert("L" if gray else "RGB"), dtype=np.float64)
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            # Pillow reports truncated or corrupt data as OSError/SyntaxError.
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise InputError(f"{path} is damaged or truncated ({first})") from None
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
 def _eval_sets(folders: Sequence[str | os.PathLike[str]]) -> list[EvalSet]:
@@ -559,6 +231,32 @@ def bench(
         for path in es.images:
             check_image(path, scale_list)
     cands = _resolve_all(models, scale_list)
+    runners = _runners(cands, tile, dev)
+    results = _empty_results(sets, scale_list, cands)
+    runs_per_image = {s: 1 + sum(s in c.at for c in cands) for s in scale_list}
+    total = sum(len(es.images) for es in sets) * sum(runs_per_image.values())
+    scorer = _Scorer(with_ssim, total, progress)
+    with torch.inference_mode():
+        for es in sets:
+            for path in es.images:
+                scorer.image(path, [results[(es.name, s)] for s in scale_list], runners)
+    return BenchReport(
+        sets=sets,
+        scales=scale_list,
+        models=[ModelInfo(c.name, c.arch, c.trained) for c in cands],
+        results=list(results.values()),
+        device=str(dev),
+        tile=tile,
+        with_ssim=with_ssim,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _runners(
+    cands: Sequence[_Candidate], tile: int | None, dev: torch.device
+) -> dict[tuple[int, int], YModel]:
+    """What runs model ``i`` at scale ``s``, by ``(i, s)``; each weights file moved
+    to the device once."""
     runners: dict[tuple[int, int], YModel] = {}
     prepared: dict[int, nn.Module] = {}
     for i, cand in enumerate(cands):
@@ -566,7 +264,14 @@ def bench(
             if id(lm) not in prepared:  # one move to the device per weights file
                 prepared[id(lm)] = lm.module.to(dev).eval()
             runners[(i, s)] = _runner(prepared[id(lm)], lm.radius, tile, dev)
-    results = {
+    return runners
+
+
+def _empty_results(
+    sets: Sequence[EvalSet], scale_list: Sequence[int], cands: Sequence[_Candidate]
+) -> dict[tuple[str, int], SetResult]:
+    """One result per set and scale (sets outer), every model's scores still empty."""
+    return {
         (es.name, s): SetResult(
             es.name,
             s,
@@ -581,37 +286,39 @@ def bench(
         for es in sets
         for s in scale_list
     }
-    runs_per_image = {s: 1 + sum(s in c.at for c in cands) for s in scale_list}
-    total = sum(len(es.images) for es in sets) * sum(runs_per_image.values())
-    done = 0
 
-    def score(hr: torch.Tensor, s: int, model: YModel | None, into: ModelScores, name: str) -> None:
-        nonlocal done
+
+@dataclass
+class _Scorer:
+    """Scores images into a report's results, reporting progress after each."""
+
+    with_ssim: bool
+    total: int
+    progress: BenchProgress | None
+    done: int = 0
+
+    def image(
+        self, path: Path, results: Sequence[SetResult], runners: dict[tuple[int, int], YModel]
+    ) -> None:
+        """One ground-truth image at the scale of each of ``results``: bicubic, then
+        every model not skipped there."""
+        hr = read_ground_truth(path)
+        for r in results:
+            self.score(hr, r.scale, None, r.bicubic, path.name)
+            for i, ms in enumerate(r.models):
+                if ms.skipped is None:
+                    self.score(hr, r.scale, runners[(i, r.scale)], ms, path.name)
+
+    def score(
+        self, hr: torch.Tensor, s: int, model: YModel | None, into: ModelScores, name: str
+    ) -> None:
         t0 = time.perf_counter()
-        sc = evaluate_image(hr, s, model, with_ssim=with_ssim)
+        sc = evaluate_image(hr, s, model, with_ssim=self.with_ssim)
         into.images.append(ImageScore(name, sc.psnr, sc.ssim))
         into.seconds += time.perf_counter() - t0
-        done += 1
-        if progress is not None:
-            progress(done, total, f"{into.model} x{s} {name}")
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total, f"{into.model} x{s} {name}")
 
-    with torch.inference_mode():
-        for es in sets:
-            for path in es.images:
-                hr = read_ground_truth(path)
-                for s in scale_list:
-                    r = results[(es.name, s)]
-                    score(hr, s, None, r.bicubic, path.name)
-                    for i, ms in enumerate(r.models):
-                        if ms.skipped is None:
-                            score(hr, s, runners[(i, s)], ms, path.name)
-    return BenchReport(
-        sets=sets,
-        scales=scale_list,
-        models=[ModelInfo(c.name, c.arch, c.trained) for c in cands],
-        results=list(results.values()),
-        device=str(dev),
-        tile=tile,
-        with_ssim=with_ssim,
-        seconds=time.perf_counter() - start,
-    )
+
+__all__ = ["DEFAULT_SCALES", "BenchProgress", "ModelSpec", "bench"]
