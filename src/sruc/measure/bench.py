@@ -1,7 +1,7 @@
 """``sruc bench``: score models on folders of ground-truth images, as the papers do.
 
 Every number comes from :func:`sruc.core.protocol.evaluate_image`, the one
-implementation of ``shared/PROTOCOL.md`` (modcrop, MATLAB-exact LR on Y at 8-bit
+implementation of ``docs/PROTOCOL.md`` (modcrop, MATLAB-exact LR on Y at 8-bit
 levels, the model on the interpolated Y, output rounded, Y-PSNR and SSIM with
 ``scale`` pixels shaved). This module only checks everything that can be
 checked before any work (the images through :mod:`sruc.measure.sets`),

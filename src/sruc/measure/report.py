@@ -17,9 +17,9 @@ from typing import Any
 
 from sruc import __version__
 
-#: What every number in a report means, for the JSON output (see PROTOCOL.md).
+#: What every number in a report means, for the JSON output (see docs/PROTOCOL.md).
 PROTOCOL: dict[str, str] = {
-    "reference": "shared/PROTOCOL.md; the SRCNN/VDSR papers' evaluation",
+    "reference": "docs/PROTOCOL.md; the SRCNN/VDSR papers' evaluation",
     "ground_truth": "the 8-bit image as stored (gray stays gray), cropped to a multiple "
     "of the scale keeping the top-left (modcrop)",
     "channel": "Y of BT.601 studio-swing YCbCr as MATLAB rgb2ycbcr; a gray image is its own Y",

@@ -3,7 +3,7 @@
 :func:`find_images` lists a set's images, :func:`check_image` checks each
 header before any work (readable, 8-bit, large enough for every scale) and
 :func:`read_ground_truth` decodes one as the protocol measures it
-(``shared/PROTOCOL.md``).
+(``docs/PROTOCOL.md``).
 """
 
 from __future__ import annotations
