@@ -36,7 +36,7 @@ from http_server import FileServer, Reply
 from sruc.archs.srcnn import SRCNN
 from sruc.archs.vdsr import VDSR
 from sruc.errors import ModelError, SrucWarning, UsageError
-from sruc.zoo import checkpoint, hub, registry
+from sruc.zoo import checkpoint, download, hub, registry
 
 PACKAGE = Path(hub.__file__).resolve().parent
 BASE = "/weights-v1/"  # where the test server publishes, like a release folder
@@ -138,13 +138,13 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("NO_PROXY", "no_proxy"):  # a proxy in the environment must not see 127.0.0.1
         monkeypatch.setenv(name, "127.0.0.1,localhost")
     monkeypatch.setattr(hub, "BUNDLED_DIR", tmp_path / "bundled")
-    monkeypatch.setattr(hub, "CONNECT_TIMEOUT_S", 2.0)
-    monkeypatch.setattr(hub, "READ_TIMEOUT_S", 0.5)
-    monkeypatch.setattr(hub, "BACKOFF_S", 0.01)
-    monkeypatch.setattr(hub, "ATTEMPTS", 3)
+    monkeypatch.setattr(download, "CONNECT_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(download, "READ_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(download, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(download, "ATTEMPTS", 3)
     # Small network reads, so that the bytes before a cut reach the .part file
-    # (a read that breaks off loses what it had buffered; see hub.READ_BYTES).
-    monkeypatch.setattr(hub, "READ_BYTES", 256)
+    # (a read that breaks off loses what it had buffered; see download.READ_BYTES).
+    monkeypatch.setattr(download, "READ_BYTES", 256)
     monkeypatch.setattr(registry, "PRETRAINED", ())
     return folder
 
@@ -457,7 +457,7 @@ def test_a_body_larger_than_the_pinned_size_is_cut_off(
 def test_server_too_slow_times_out(
     vdsr: registry.Weights, server: FileServer, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(hub, "ATTEMPTS", 2)
+    monkeypatch.setattr(download, "ATTEMPTS", 2)
     server.then(BASE + "vdsr.pt", *[Reply(delay_s=10)] * 2)
     # The error names the 0.5 s read timeout, not the 10 s the server waits.
     with pytest.raises(hub.DownloadError, match=r"sent nothing for 0\.5 s"):
