@@ -31,10 +31,16 @@ def check_scale(scale: float) -> float:
     if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale):
         raise UsageError(f"scale must be a number, got {scale!r}")
     if scale <= 1:
-        raise UsageError(f"scale must be greater than 1 (got {scale:g}); sruc only enlarges")
+        raise UsageError(f"scale must be greater than 1 (got {_show(scale)}); sruc only enlarges")
     if scale > MAX_SCALE:
-        raise UsageError(f"scale {scale:g} is too large: at most {MAX_SCALE}")
+        raise UsageError(f"scale {_show(scale)} is too large: at most {MAX_SCALE}")
     return float(scale)
+
+
+def _show(value: float) -> str:
+    """The value as given: ``8.0000001`` stays so (``:g`` would print 8)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
 
 
 def check_protocol_scales(scales: Iterable[float], purpose: str = "the protocol") -> list[int]:

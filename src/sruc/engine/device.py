@@ -83,7 +83,9 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     except RuntimeError:
         raise UsageError(f"unknown device {spec!r}; use {DEVICE_CHOICES}") from None
     if dev.type == "cpu":
-        return dev
+        if dev.index not in (None, 0):
+            raise UsageError(f"--device {spec}: the CPU takes no index; use --device cpu")
+        return torch.device("cpu")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             build = torch.__version__

@@ -22,6 +22,17 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
+#: Bytes of the target's name kept in the temporary name: with the dot, mkstemp's
+#: 8 random characters and ".part", it stays under the 255-byte limit of most file
+#: systems even when the target's own name is at that limit.
+_NAME_BYTES = 200
+
+
+def _short(name: str) -> str:
+    raw = os.fsencode(name)
+    return name if len(raw) <= _NAME_BYTES else os.fsdecode(raw[:_NAME_BYTES]).rstrip("\udcff")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``.
@@ -36,7 +47,7 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator
     """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=parent)
+    fd, name = tempfile.mkstemp(prefix=f".{_short(path.name)}.", suffix=".part", dir=parent)
     os.close(fd)
     tmp = Path(name)
     try:

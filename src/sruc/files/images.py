@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -25,6 +26,7 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 from sruc.errors import InputError, OutputError, SrucWarning, UsageError
 from sruc.files import highdepth
 from sruc.files.atomic import write_bytes
+from sruc.files.metadata import dropping_oversized_chunks
 
 #: Default limit on input pixels, Pillow's own decompression-bomb threshold
 #: (about 89.5 megapixels, a 128 MB 24-bit image); --max-pixels raises it.
@@ -127,17 +129,33 @@ def read_image(
             over ``max_pixels`` (None: no limit).
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path} is a folder, not an image (use `sruc batch` for folders)")
     try:
-        size = path.stat().st_size
-    except OSError as e:
+        st = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as e:  # ELOOP: a symlink loop; EACCES on a parent folder...
         raise InputError(f"{path}: cannot read ({e.strerror})") from None
-    if size == 0:
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{path} is a folder, not an image (use `sruc batch` for folders)")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(
+            f"{path} is not a regular file ({_file_kind(st.st_mode)}); give an image file"
+        )
+    if st.st_size == 0:
         raise InputError(f"{path} is empty (0 bytes)")
-    return _decode(lambda: _open(path), str(path), max_pixels)
+    with dropping_oversized_chunks() as dropped:
+        pic = _decode(lambda: _open(path), str(path), max_pixels)
+    for what in dict.fromkeys(dropped):  # once each, though the file is opened twice
+        warnings.warn(
+            f"{path}: its {what} is too large to unpack and was left out", SrucWarning, stacklevel=2
+        )
+    return pic
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [(stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]  # fmt: skip
+    return next((name for test, name in kinds if test(mode)), "not a file")
 
 
 def from_pil(im: Image.Image, max_pixels: int | None = None) -> Picture:
@@ -341,9 +359,9 @@ def _same_file(a: Path, b: Path) -> bool:
     try:
         if a.exists() and b.exists():
             return os.path.samefile(a, b)
-    except OSError:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: then they are not the same file
         return False
-    return a.resolve() == b.resolve()
 
 
 def write_image(
