@@ -99,6 +99,11 @@ def check_writable(folder: Path) -> None:
 # --- names in the folder -------------------------------------------------------------------
 
 
+def is_plain_name(name: str) -> bool:
+    """Whether ``name`` can be a finished file in the cache: no folder, not hidden (locks are)."""
+    return "/" not in name and not name.startswith(".")
+
+
 def url_file_name(url: str, sha256: str) -> str:
     """The cache file name of a file downloaded by URL: ``STEM-HASH12.SUFFIX``.
 

@@ -4,9 +4,11 @@ Every file sruc fetches is pinned by its SHA-256. A file is looked for in the
 user cache first, then among the weights bundled inside the package, and only
 then downloaded; every copy is hashed before use, wherever it comes from.
 
-This module is the one the rest of sruc asks: :func:`resolve` gives a verified
-copy of a :class:`Pinned` file. The cache folder's layout, locks and hashing
-are in :mod:`sruc.zoo.cache`; HTTP with resume and retries is in
+This module is the one the rest of sruc asks, with a :class:`Pinned` file:
+:func:`resolve` (a verified copy), :func:`locate` (the path it is used from),
+:func:`status` (where it is, by size) and :func:`verify` (re-hash everything
+on disk). The cache folder's layout, locks and hashing are in
+:mod:`sruc.zoo.cache`; HTTP with resume and retries is in
 :mod:`sruc.zoo.download`. Nothing here ever writes inside the installed package.
 """
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -30,6 +32,7 @@ from sruc.zoo.cache import (
     check_writable,
     file_sha256,
     is_inside_package,
+    is_plain_name,
     lock_path,
     locked,
     part_path,
@@ -58,6 +61,8 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 #: Where :func:`resolve` found a file.
 Origin = Literal["cache", "bundled", "download"]
+#: Where a file is now, as ``sruc models`` shows it (see :func:`status`).
+Where = Literal["cached", "bundled", "remote", "missing"]
 
 
 def is_offline(offline: bool | None = None, env: Mapping[str, str] | None = None) -> bool:
@@ -92,7 +97,8 @@ class Pinned:
     Attributes:
         label: how messages name it (a registry name or the URL).
         file: its file name in the cache (and among the bundled weights).
-        url: the absolute URL to download it from.
+        url: the absolute URL to download it from (:func:`locate`,
+            :func:`status` and :func:`verify` never read it).
         sha256: its SHA-256 in lower-case hex.
         size: its size in bytes, when known in advance.
         bundled: whether a copy may ship inside the package (registry files).
@@ -106,6 +112,11 @@ class Pinned:
     size: int | None = None
     bundled: bool = False
     hint: str = ""
+
+
+def pin_url(url: str, sha256: str) -> Pinned:
+    """A file given by its URL and pinned SHA-256, under its cache name (:func:`url_file_name`)."""
+    return Pinned(label=url, file=url_file_name(url, sha256), url=url, sha256=sha256)
 
 
 @dataclass(frozen=True)
@@ -223,6 +234,103 @@ def _discard_if_damaged(dest: Path, sha256: str) -> bool:
     return False
 
 
+# --- looking without fetching --------------------------------------------------------------
+
+
+def locate(pinned: Pinned, *, cache: str | os.PathLike[str] | None = None) -> Path:
+    """Where ``pinned`` is used from: the cache path, unless only the bundled one exists.
+
+    For a file that is nowhere yet, this is where a download (or the user, by
+    hand) puts it.
+    """
+    cached = cache_dir(cache) / pinned.file
+    bundled = BUNDLED_DIR / pinned.file
+    if pinned.bundled and bundled.is_file() and not cached.is_file():
+        return bundled
+    return cached
+
+
+def status(
+    pinned: Pinned,
+    *,
+    cache: str | os.PathLike[str] | None = None,
+    offline: bool | None = None,
+) -> Where:
+    """Where ``pinned`` is, judged by its size (:func:`verify` hashes)."""
+    if _has_size(cache_dir(cache) / pinned.file, pinned.size):
+        return "cached"
+    if pinned.bundled and _has_size(BUNDLED_DIR / pinned.file, pinned.size):
+        return "bundled"
+    return "missing" if is_offline(offline) else "remote"
+
+
+def _has_size(path: Path, size: int | None) -> bool:
+    try:
+        return path.is_file() and (size is None or path.stat().st_size == size)
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """The result of re-hashing one weights file (``sruc models verify``).
+
+    Attributes:
+        path: the file.
+        origin: ``cache`` or ``bundled``.
+        status: ``ok``; ``damaged`` (wrong hash); ``partial`` (an unfinished
+            download, resumed and verified by the next pull); ``unknown`` (a
+            file the registry does not describe: not checked).
+        expected: the pinned SHA-256 (a prefix for files fetched by URL).
+        got: the SHA-256 of the file now.
+    """
+
+    path: Path
+    origin: Literal["cache", "bundled"]
+    status: Literal["ok", "damaged", "partial", "unknown"]
+    expected: str = ""
+    got: str = ""
+
+
+def verify(
+    pins: Iterable[Pinned], *, cache: str | os.PathLike[str] | None = None
+) -> list[FileCheck]:
+    """Re-hash the bundled copies of ``pins`` and every file in the cache folder.
+
+    Files of ``pins`` are checked against their SHA-256, files fetched by URL
+    against the hash prefix in their name; the bundled copies come first, then
+    the cache in name order. Nothing is changed or deleted.
+    """
+    pins = list(pins)
+    checks = [
+        _check_file(BUNDLED_DIR / p.file, "bundled", p.sha256)
+        for p in pins
+        if p.bundled and (BUNDLED_DIR / p.file).is_file()
+    ]
+    folder = cache_dir(cache)
+    if not folder.is_dir():
+        return checks
+    by_file = {p.file: p.sha256 for p in pins}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue  # lock files (and anything hidden) are not weights
+        if path.name.endswith(PART_SUFFIX):
+            checks.append(FileCheck(path, "cache", "partial"))
+        elif path.name in by_file:
+            checks.append(_check_file(path, "cache", by_file[path.name]))
+        elif prefix := url_file_hash_prefix(path.name):
+            checks.append(_check_file(path, "cache", prefix))
+        else:
+            checks.append(FileCheck(path, "cache", "unknown"))
+    return checks
+
+
+def _check_file(path: Path, origin: Literal["cache", "bundled"], expected: str) -> FileCheck:
+    got = file_sha256(path)
+    ok = got.startswith(expected)  # a full hash, or the prefix in a URL file's name
+    return FileCheck(path, origin, "ok" if ok else "damaged", expected, got)
+
+
 __all__ = [
     "BUNDLED_DIR",
     "DEFAULT_BASE_URL",
@@ -234,10 +342,12 @@ __all__ = [
     "URL_HASH_CHARS",
     "ChecksumError",
     "DownloadError",
+    "FileCheck",
     "Located",
     "Origin",
     "Pinned",
     "ProgressFn",
+    "Where",
     "base_url",
     "cache_dir",
     "check_sha256",
@@ -245,12 +355,17 @@ __all__ = [
     "file_sha256",
     "is_inside_package",
     "is_offline",
+    "is_plain_name",
     "is_url",
+    "locate",
     "lock_path",
     "part_path",
+    "pin_url",
     "resolve",
+    "status",
     "url_file_hash_prefix",
     "url_file_name",
+    "verify",
     "verify_file",
     "weights_url",
 ]

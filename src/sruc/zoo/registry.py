@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from torch import nn
 
@@ -160,8 +160,10 @@ PRETRAINED: tuple[Weights, ...] = (
     ),
 )
 
-#: Where a registry file is now, as ``sruc models`` shows it.
-Where = Literal["cached", "bundled", "remote", "missing"]
+#: Where a registry file is now, as ``sruc models`` shows it (see :func:`where`).
+Where = hub.Where
+#: The result of re-hashing one weights file (see :func:`verify`).
+FileCheck = hub.FileCheck
 
 
 @dataclass
@@ -266,10 +268,22 @@ def select(name: str, scale: float | None = None) -> Weights:
 
 def pinned(w: Weights, env: Mapping[str, str] | None = None) -> hub.Pinned:
     """How :mod:`sruc.zoo.hub` finds, fetches and verifies a registry file."""
+    return _pin(w, hub.weights_url(w.url, env))
+
+
+def _stored(w: Weights) -> hub.Pinned:
+    """A registry file for the hub's questions about the disk, which never read the URL.
+
+    So ``sruc models``, ``verify`` and ``path`` work with a broken ``$SRUC_WEIGHTS_URL``.
+    """
+    return _pin(w, w.url)
+
+
+def _pin(w: Weights, url: str) -> hub.Pinned:
     return hub.Pinned(
         label=w.name,
         file=w.file,
-        url=hub.weights_url(w.url, env),
+        url=url,
         sha256=w.sha256,
         size=w.size,
         bundled=True,
@@ -288,8 +302,7 @@ def url_pinned(url: str, sha256: str | None) -> hub.Pinned:
             f"--model {url} needs --sha256 HEX: downloads are pinned, so a changed or "
             "damaged file is never used (sha256sum prints the hash of a file you trust)"
         )
-    pin = hub.check_sha256(sha256)
-    return hub.Pinned(label=url, file=hub.url_file_name(url, pin), url=url, sha256=pin)
+    return hub.pin_url(url, hub.check_sha256(sha256))
 
 
 def fetch(
@@ -311,11 +324,7 @@ def where(
     w: Weights, *, cache_dir: str | os.PathLike[str] | None = None, offline: bool | None = None
 ) -> Where:
     """Where a registry file is, judged by size (``sruc models verify`` hashes)."""
-    if _has_size(hub.cache_dir(cache_dir) / w.file, w.size):
-        return "cached"
-    if _has_size(hub.BUNDLED_DIR / w.file, w.size):
-        return "bundled"
-    return "missing" if hub.is_offline(offline) else "remote"
+    return hub.status(_stored(w), cache=cache_dir, offline=offline)
 
 
 def file_path(w: Weights, *, cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -324,30 +333,7 @@ def file_path(w: Weights, *, cache_dir: str | os.PathLike[str] | None = None) ->
     For a file that is nowhere yet, this is where a download (or the user, by
     hand) puts it.
     """
-    cached = hub.cache_dir(cache_dir) / w.file
-    bundled = hub.BUNDLED_DIR / w.file
-    return bundled if bundled.is_file() and not cached.is_file() else cached
-
-
-@dataclass(frozen=True)
-class FileCheck:
-    """The result of re-hashing one weights file (``sruc models verify``).
-
-    Attributes:
-        path: the file.
-        origin: ``cache`` or ``bundled``.
-        status: ``ok``; ``damaged`` (wrong hash); ``partial`` (an unfinished
-            download, resumed and verified by the next pull); ``unknown`` (a
-            file the registry does not describe: not checked).
-        expected: the pinned SHA-256 (a prefix for files fetched by URL).
-        got: the SHA-256 of the file now.
-    """
-
-    path: Path
-    origin: Literal["cache", "bundled"]
-    status: Literal["ok", "damaged", "partial", "unknown"]
-    expected: str = ""
-    got: str = ""
+    return hub.locate(_stored(w), cache=cache_dir)
 
 
 def verify(*, cache_dir: str | os.PathLike[str] | None = None) -> list[FileCheck]:
@@ -356,33 +342,7 @@ def verify(*, cache_dir: str | os.PathLike[str] | None = None) -> list[FileCheck
     Registry files are checked against the registry; files fetched by URL
     against the hash prefix in their name. Nothing is changed or deleted.
     """
-    folder = hub.cache_dir(cache_dir)
-    by_file = {w.file: w for w in PRETRAINED}
-    checks: list[FileCheck] = []
-    for w in PRETRAINED:
-        packaged = hub.BUNDLED_DIR / w.file
-        if packaged.is_file():
-            checks.append(_check_file(packaged, "bundled", w.sha256))
-    if not folder.is_dir():
-        return checks
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
-            continue  # lock files (and anything hidden) are not weights
-        if path.name.endswith(hub.PART_SUFFIX):
-            checks.append(FileCheck(path, "cache", "partial"))
-        elif path.name in by_file:
-            checks.append(_check_file(path, "cache", by_file[path.name].sha256))
-        elif prefix := hub.url_file_hash_prefix(path.name):
-            checks.append(_check_file(path, "cache", prefix))
-        else:
-            checks.append(FileCheck(path, "cache", "unknown"))
-    return checks
-
-
-def _check_file(path: Path, origin: Literal["cache", "bundled"], expected: str) -> FileCheck:
-    got = hub.file_sha256(path)
-    ok = got.startswith(expected)  # a full hash, or the prefix in a URL file's name
-    return FileCheck(path, origin, "ok" if ok else "damaged", expected, got)
+    return hub.verify([_stored(w) for w in PRETRAINED], cache=cache_dir)
 
 
 def check_table(rows: tuple[Weights, ...] | list[Weights]) -> list[str]:
@@ -416,7 +376,7 @@ def check_table(rows: tuple[Weights, ...] | list[Weights]) -> list[str]:
             problems.append(f"{at} sha256 must be 64 lower-case hex digits")
         if w.size <= 0:
             problems.append(f"{at} size must be positive")
-        if not w.file.endswith(".pt") or "/" in w.file or w.file.startswith("."):
+        if not w.file.endswith(".pt") or not hub.is_plain_name(w.file):
             problems.append(f"{at} file {w.file!r} must be a plain NAME.pt")
         if not w.url or hub.is_url(w.url) or w.url.startswith("/"):
             problems.append(f"{at} url {w.url!r} must be relative to the base URL")
@@ -469,12 +429,7 @@ def load_model(
     if scale is not None:
         check_scale(scale)
     if isinstance(spec, nn.Module):
-        return LoadedModel(
-            name=type(spec).__name__,
-            module=spec.eval(),
-            arch=getattr(archs.spec_of(spec), "name", "custom"),
-            radius=archs.receptive_radius(spec),
-        )
+        return _from_module(spec)
     text = os.fspath(spec)
     pin = hub.check_sha256(sha256) if sha256 is not None else None
     if text in builtin_names():
@@ -493,13 +448,25 @@ def load_model(
                 f"--sha256 pins a --model URL or checkpoint file; {text} is pinned by the registry"
             )
         w = select(text, scale)
-        located = fetch(w, cache_dir=cache_dir, offline=offline, progress=progress)
-        lm = _from_file(located.path, w.name)
-        _check_matches(w, lm, located.path)
-        return lm
+        return _from_registry(w, fetch(w, cache_dir=cache_dir, offline=offline, progress=progress))
     if _looks_like_path(text, registered=True):
         return _from_file(Path(text), text, pin)
     raise _unknown(text)
+
+
+def _from_module(module: nn.Module) -> LoadedModel:
+    return LoadedModel(
+        name=type(module).__name__,
+        module=module.eval(),
+        arch=getattr(archs.spec_of(module), "name", "custom"),
+        radius=archs.receptive_radius(module),
+    )
+
+
+def _from_registry(w: Weights, located: hub.Located) -> LoadedModel:
+    lm = _from_file(located.path, w.name)
+    _check_matches(w, lm, located.path)
+    return lm
 
 
 def _looks_like_path(spec: str, *, registered: bool) -> bool:
@@ -552,13 +519,6 @@ def _unknown(text: str) -> ModelError:
 
 def _multiscale(arch: str) -> bool:
     return arch in archs.names() and archs.get(arch).multiscale
-
-
-def _has_size(path: Path, size: int) -> bool:
-    try:
-        return path.is_file() and path.stat().st_size == size
-    except OSError:
-        return False
 
 
 def _all_scales(rows: list[Weights]) -> list[float]:
