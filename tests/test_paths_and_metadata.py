@@ -98,3 +98,14 @@ def test_option_values_are_shown_as_given(
                     tmp_path / "out.png", *args)  # fmt: skip
     assert code == 2
     one_error(err, *words)
+
+
+def test_a_tile_smaller_than_its_margins_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_vdsr_ckpt: Path
+) -> None:
+    Image.fromarray(smooth_rgb(8, 8)).save(tmp_path / "in.png")
+    code, err = run(capsys, "up", tmp_path / "in.png", "--model", tiny_vdsr_ckpt, "--tile", "1",
+                    "-o", tmp_path / "out.png")  # fmt: skip
+    assert code == 2
+    one_error(err, "--tile 1 is too small", "overlap by 6 px", "at least 12")
+    assert not (tmp_path / "out.png").exists()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sruc.errors import DeviceError
+from sruc.errors import DeviceError, UsageError
 
 #: Smallest tile worth running; below this an out-of-memory error is final.
 MIN_TILE = 32
@@ -62,6 +62,26 @@ class Tile:
     in_y1: int
     in_x0: int
     in_x1: int
+
+
+def check_tile(tile: int | None, radius: int) -> int | None:
+    """``--tile`` for a network of receptive ``radius``: None (choose), 0 (no tiling),
+    or at least twice the radius (and 1): each tile computes its ``radius``-wide
+    margins again, so a smaller one more than quadruples the work (at --tile 1 a
+    VDSR would compute a 41x41 window for every output pixel).
+
+    Raises:
+        UsageError: a negative tile, or one below the bound.
+    """
+    if tile is None or tile == 0:
+        return tile
+    least = max(1, 2 * radius)
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < least:
+        raise UsageError(
+            f"--tile {tile} is too small: tiles overlap by {radius} px, so use 0 (no "
+            f"tiling) or at least {least} pixels"
+        )
+    return tile
 
 
 def plan_tiles(

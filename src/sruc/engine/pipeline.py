@@ -25,7 +25,7 @@ from PIL import Image
 
 from sruc.core.color import rgb_to_ycbcr, ycbcr_to_rgb
 from sruc.core.resize import imresize, output_size
-from sruc.core.tiling import ProgressFn, default_batch, default_tile, run_tiled
+from sruc.core.tiling import ProgressFn, check_tile, default_batch, default_tile, run_tiled
 from sruc.engine.prepared import ModelSpec, PreparedModel, prepare_model
 from sruc.files import images
 from sruc.files.images import Picture
@@ -93,6 +93,9 @@ class Upscaler:
     def prepared(self, scale: float) -> PreparedModel:
         """The model prepared for ``scale`` (loaded and prepared on first use)."""
         if isinstance(self.model, PreparedModel):
+            if not self._prepared:
+                check_tile(self.tile, self.model.loaded.radius)
+                self._prepared[None] = self.model
             return self.model
         key = self._key(scale)
         pm = self._prepared.get(key)
@@ -101,6 +104,7 @@ class Upscaler:
                 lm = self.model if isinstance(self.model, LoadedModel) else load_model(self.model)
             else:
                 lm = load_model(self.model, scale=scale, **self._load)  # type: ignore[arg-type]
+            check_tile(self.tile, lm.radius)  # once per model, before any image
             pm = prepare_model(lm, device=self.device, precision=self.precision)
             self._prepared[key] = pm
         pm.loaded.check_scale(scale)
