@@ -3,11 +3,13 @@
 A model is named by a registry name (``bicubic``, and the pretrained weights
 once they are released), by a path to a checkpoint file (see
 :mod:`sruc.zoo.checkpoint`), or by an http(s) URL pinned with its SHA-256. The
-table of pretrained weights is data: entries exist only for files that exist.
+table of pretrained weights is data (:mod:`sruc.zoo.released`): entries exist
+only for files that exist.
 
-Adding released weights takes two steps: an entry in :data:`PRETRAINED`, and
-(for the offline default) the file itself in ``src/sruc/zoo/weights/``. The files
-are found and fetched by :mod:`sruc.zoo.hub`: cache, then bundled, then download.
+Adding released weights takes two steps: a row in :data:`sruc.zoo.released.PRETRAINED`,
+and (for the offline default) the file itself among the bundled weights. This
+module says which file a name means; :mod:`sruc.zoo.hub` alone knows where files
+are and fetches them: cache, then bundled, then download.
 """
 
 from __future__ import annotations
@@ -18,14 +20,39 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from torch import nn
 
 from sruc import archs
 from sruc.errors import ModelError, SrucWarning, UsageError
-from sruc.scales import MAX_SCALE, check_scale
+from sruc.scales import check_scale
 from sruc.zoo import checkpoint, hub
+from sruc.zoo.released import PRETRAINED, Weights, check_table
+
+# The functions here read the table through this module's name for it, PRETRAINED,
+# so swapping registry.PRETRAINED (as the tests do) changes every lookup.
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "PRETRAINED",
+    "FileCheck",
+    "LoadedModel",
+    "Weights",
+    "Where",
+    "builtin_names",
+    "check_table",
+    "fetch",
+    "file_path",
+    "find",
+    "known_names",
+    "load_model",
+    "lookup",
+    "pinned",
+    "select",
+    "url_pinned",
+    "verify",
+    "where",
+]
 
 
 def builtin_names() -> list[str]:
@@ -36,129 +63,6 @@ def builtin_names() -> list[str]:
 #: The model `sruc up`, `sruc batch` and :func:`sruc.upscale` use when none is given.
 DEFAULT_MODEL = "vdsr"
 
-
-@dataclass(frozen=True)
-class Weights:
-    """One released weights file: a row of the registry.
-
-    Attributes:
-        name: unique name of this file, e.g. ``srcnn-x3`` (users may type it).
-        group: the name users type to get it, e.g. ``srcnn``; a group holds
-            either one multi-scale file (VDSR) or one file per scale (SRCNN),
-            and the requested scale picks the file.
-        arch: architecture name (see :func:`sruc.archs.names`).
-        config: the architecture's constructor arguments, as in the checkpoint.
-        scales: scales the weights were trained for, as in the checkpoint.
-        file: file name, in the cache and in ``src/sruc/zoo/weights/``.
-        size: file size in bytes.
-        sha256: SHA-256 of the file, lower-case hex.
-        url: download URL relative to the base (:func:`sruc.zoo.hub.base_url`).
-        psnr: the measured ``sruc bench`` Y-PSNR (dB) per evaluation set and
-            scale, e.g. ``{"Set5": {2.0: 37.6}}``; what ``sruc models`` shows.
-        trained: what the weights were trained on, and for how long.
-    """
-
-    name: str
-    group: str
-    arch: str
-    config: Mapping[str, Any]
-    scales: tuple[float, ...]
-    file: str
-    size: int
-    sha256: str
-    url: str
-    psnr: Mapping[str, Mapping[float, float]] = field(default_factory=dict)
-    trained: str = ""
-
-
-#: The architecture of every SRCNN release file: the published 9-5-5, 64/32 filters.
-_SRCNN_955 = {"channels": 1, "n1": 64, "n2": 32, "f1": 9, "f2": 5, "f3": 5}
-#: What every release file was trained on.
-_TRAINED_ON = "sruc train on T91 + BSD200 (276 images; 15 held out for validation), "
-
-
-def _srcnn(
-    scale: int, *, size: int, sha256: str, set5: float, set14: float, trained: str
-) -> Weights:
-    """The row of the SRCNN 9-5-5 release file for one scale (``srcnn-x{scale}.pt``)."""
-    name = f"srcnn-x{scale}"
-    return Weights(
-        name=name,
-        group="srcnn",
-        arch="srcnn",
-        config=dict(_SRCNN_955),
-        scales=(float(scale),),
-        file=f"{name}.pt",
-        size=size,
-        sha256=sha256,
-        url=f"{name}.pt",
-        psnr={"Set5": {float(scale): set5}, "Set14": {float(scale): set14}},
-        trained=_TRAINED_ON + trained,
-    )
-
-
-#: The pretrained weights, one row per file; a row is added only together with
-#: the file it describes (``scripts/release_weights.sh`` prints its size and
-#: SHA-256). ``config`` and ``scales`` are exactly the checkpoint's (loading
-#: checks it); ``psnr`` is what ``sruc bench`` measured on the file.
-PRETRAINED: tuple[Weights, ...] = (
-    Weights(
-        name="vdsr",
-        group="vdsr",
-        arch="vdsr",
-        config={"channels": 1, "depth": 20, "width": 64, "kernel": 3},
-        scales=(2.0, 3.0, 4.0),
-        file="vdsr.pt",
-        size=2677495,
-        sha256="8fa85e1faa99f0044ca95113a52eb18303fcd60c337a2cfc0ea599a87b696c16",
-        url="vdsr.pt",
-        psnr={
-            "Set5": {2.0: 37.272, 3.0: 33.403, 4.0: 31.116},
-            "Set14": {2.0: 32.866, 3.0: 29.693, 4.0: 27.909},
-        },
-        trained=_TRAINED_ON
-        + "16,000 Adam steps of 64 41x41 patches, a second cosine cycle from those "
-        "weights (peak lr 3e-4, 60,000 steps), then a third from the second's best "
-        "(32 64x64 patches per step, peak lr 1e-4, --ema 0.999 from step 10,000) "
-        "stopped at step 33,648 of 50,000, all in bf16, then a fourth in fp32 from that "
-        "average (peak lr 3e-5, 2,200 steps) and a fifth in fp32 from the fourth's best "
-        "(peak lr 3e-5, 4,000 steps): 4.9M 41x41 and 1.2M 64x64 patches up to the "
-        "chosen step, 2 CPU cores, 17 h 32 min; the fifth cycle's average at step 2,000",
-    ),
-    _srcnn(
-        2,
-        size=233101,
-        sha256="52f070dd2b2e8cf823c5d47ecf50b2a6f1a1c22320aa7ee750df31a2f8bdb14b",
-        set5=36.734,
-        set14=32.441,
-        trained="starting from the x3 weights: 20,000 Adam steps of 128 33x33 patches "
-        "(2.6M patches), bf16, 2 CPU cores, 26 min; best validation at step 20,000",
-    ),
-    _srcnn(
-        3,
-        size=233101,
-        sha256="ecabfcfa4f2692e82b11c534f6bd8c2b17031f245dcb8ce873f715568073cc5c",
-        set5=32.773,
-        set14=29.310,
-        trained="40,000 Adam steps of 128 33x33 patches from the bicubic start, a second "
-        "cycle of 20,000, then a third of 45,000 and a fourth of 40,000 steps of 60 48x48 "
-        "patches (peak lr 2e-4) and a fifth of 35,000 (peak lr 1e-4): 13.8M patches, "
-        "bf16, 2 CPU cores, 2 h 53 min; best validation at step 17,000 of the fifth cycle",
-    ),
-    _srcnn(
-        4,
-        size=233101,
-        sha256="ca180a317a72740421980512c6b3a371210fec5c6638b2618eefa113b88855d2",
-        set5=30.456,
-        set14=27.467,
-        trained="starting from the x3 weights: 20,000 Adam steps of 128 33x33 patches, "
-        "a second cycle of 40,000 (peak lr 3e-4), then a third, a fourth and a fifth of "
-        "40,000 steps of 60 48x48 patches (peak lr 2e-4; the fifth keeps a moving average "
-        "of the weights, --ema 0.999), all in bf16, then from the fifth's average at step "
-        "23,000 a sixth of 6,000 steps in fp32 (peak lr 5e-5, --ema 0.999): 15.2M "
-        "patches, 2 CPU cores, 3 h 09 min; the average at the end of the sixth cycle",
-    ),
-)
 
 #: Where a registry file is now, as ``sruc models`` shows it (see :func:`where`).
 Where = hub.Where
@@ -343,53 +247,6 @@ def verify(*, cache_dir: str | os.PathLike[str] | None = None) -> list[FileCheck
     against the hash prefix in their name. Nothing is changed or deleted.
     """
     return hub.verify([_stored(w) for w in PRETRAINED], cache=cache_dir)
-
-
-def check_table(rows: tuple[Weights, ...] | list[Weights]) -> list[str]:
-    """Problems in a registry table (empty when it is sound); the tests run this.
-
-    Checks that names and files are unique, that user-facing names do not
-    clash, that fields are well formed, and that every group is either one
-    multi-scale file or per-scale files whose scales do not overlap.
-    """
-    problems: list[str] = []
-
-    def dupes(values: list[str]) -> set[str]:
-        return {v for v in values if values.count(v) > 1}
-
-    names = [w.name for w in rows]
-    problems += [f"duplicate name {n!r}" for n in sorted(dupes(names))]
-    problems += [f"duplicate file {f!r}" for f in sorted(dupes([w.file for w in rows]))]
-    groups: dict[str, list[Weights]] = {}
-    for w in rows:
-        groups.setdefault(w.group, []).append(w)
-        at = f"{w.name}:"
-        if w.group in builtin_names() or w.name in builtin_names():
-            problems.append(f"{at} {w.group!r} is a built-in name")
-        if w.name != w.group and w.name in {r.group for r in rows}:
-            problems.append(f"{at} its name is another group's name")
-        if w.arch not in archs.names() or archs.get(w.arch).identity:
-            problems.append(f"{at} unknown architecture {w.arch!r}")
-        if not w.scales or not all(1 < s <= MAX_SCALE for s in w.scales):
-            problems.append(f"{at} scales {w.scales!r} must be in (1, {MAX_SCALE:g}]")
-        if len(w.sha256) != 64 or any(c not in "0123456789abcdef" for c in w.sha256):
-            problems.append(f"{at} sha256 must be 64 lower-case hex digits")
-        if w.size <= 0:
-            problems.append(f"{at} size must be positive")
-        if not w.file.endswith(".pt") or not hub.is_plain_name(w.file):
-            problems.append(f"{at} file {w.file!r} must be a plain NAME.pt")
-        if not w.url or hub.is_url(w.url) or w.url.startswith("/"):
-            problems.append(f"{at} url {w.url!r} must be relative to the base URL")
-    for group, members in groups.items():
-        if len({w.arch for w in members}) > 1:
-            problems.append(f"group {group}: mixes architectures")
-        elif len(members) > 1 and _multiscale(members[0].arch):
-            problems.append(f"group {group}: a multi-scale architecture needs one file only")
-        elif len(members) > 1:
-            scales = [s for w in members for s in w.scales]
-            if len(set(scales)) != len(scales):
-                problems.append(f"group {group}: two files claim the same scale")
-    return problems
 
 
 def load_model(
