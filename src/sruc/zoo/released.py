@@ -3,7 +3,9 @@
 A row is added only together with the file it describes
 (``scripts/release_weights.sh`` prints its size and SHA-256) and its entry in
 ``release/manifest.json``, which ``tests/test_release_weights.py`` checks
-against this table. :func:`check_table` lists what would make a table unsound.
+against this table. How each file was made (its runs, cycles, learning rates
+and hours) is told in ``release/PROVENANCE.md``; a row says only what it is.
+:func:`check_table` lists what would make a table unsound.
 :mod:`sruc.zoo.registry` turns names into these rows; :mod:`sruc.zoo.hub`
 finds their files.
 """
@@ -37,7 +39,9 @@ class Weights:
         url: download URL relative to the base (:func:`sruc.zoo.hub.base_url`).
         psnr: the measured ``sruc bench`` Y-PSNR (dB) per evaluation set and
             scale, e.g. ``{"Set5": {2.0: 37.6}}``; what ``sruc models`` shows.
-        trained: what the weights were trained on, and for how long.
+        trained: one line on what the weights were trained on, how much and
+            how; the history is in ``release/PROVENANCE.md`` and
+            ``release/manifest.json``.
     """
 
     name: str
@@ -55,8 +59,8 @@ class Weights:
 
 #: The architecture of every SRCNN release file: the published 9-5-5, 64/32 filters.
 _SRCNN_955 = {"channels": 1, "n1": 64, "n2": 32, "f1": 9, "f2": 5, "f3": 5}
-#: What every release file was trained on.
-_TRAINED_ON = "sruc train on T91 + BSD200 (276 images; 15 held out for validation), "
+#: What every release file was trained on, and with what.
+_TRAINED_ON = "sruc train, adam recipe, on T91 + BSD200 (276 images; 15 held out): "
 
 
 def _srcnn(
@@ -97,14 +101,8 @@ PRETRAINED: tuple[Weights, ...] = (
             "Set5": {2.0: 37.272, 3.0: 33.403, 4.0: 31.116},
             "Set14": {2.0: 32.866, 3.0: 29.693, 4.0: 27.909},
         },
-        trained=_TRAINED_ON
-        + "16,000 Adam steps of 64 41x41 patches, a second cosine cycle from those "
-        "weights (peak lr 3e-4, 60,000 steps), then a third from the second's best "
-        "(32 64x64 patches per step, peak lr 1e-4, --ema 0.999 from step 10,000) "
-        "stopped at step 33,648 of 50,000, all in bf16, then a fourth in fp32 from that "
-        "average (peak lr 3e-5, 2,200 steps) and a fifth in fp32 from the fourth's best "
-        "(peak lr 3e-5, 4,000 steps): 4.9M 41x41 and 1.2M 64x64 patches up to the "
-        "chosen step, 2 CPU cores, 17 h 32 min; the fifth cycle's average at step 2,000",
+        trained=_TRAINED_ON + "5 cycles, 4.9M 41x41 and 1.2M 64x64 patches; "
+        "the 5th cycle's step 2,000 (fp32, --ema 0.999)",
     ),
     _srcnn(
         2,
@@ -112,8 +110,7 @@ PRETRAINED: tuple[Weights, ...] = (
         sha256="52f070dd2b2e8cf823c5d47ecf50b2a6f1a1c22320aa7ee750df31a2f8bdb14b",
         set5=36.734,
         set14=32.441,
-        trained="starting from the x3 weights: 20,000 Adam steps of 128 33x33 patches "
-        "(2.6M patches), bf16, 2 CPU cores, 26 min; best validation at step 20,000",
+        trained="from the x3 weights, 1 cycle, 2.6M 33x33 patches; step 20,000 (bf16)",
     ),
     _srcnn(
         3,
@@ -121,10 +118,7 @@ PRETRAINED: tuple[Weights, ...] = (
         sha256="ecabfcfa4f2692e82b11c534f6bd8c2b17031f245dcb8ce873f715568073cc5c",
         set5=32.773,
         set14=29.310,
-        trained="40,000 Adam steps of 128 33x33 patches from the bicubic start, a second "
-        "cycle of 20,000, then a third of 45,000 and a fourth of 40,000 steps of 60 48x48 "
-        "patches (peak lr 2e-4) and a fifth of 35,000 (peak lr 1e-4): 13.8M patches, "
-        "bf16, 2 CPU cores, 2 h 53 min; best validation at step 17,000 of the fifth cycle",
+        trained="5 cycles, 13.8M 33x33 and 48x48 patches; the 5th cycle's step 17,000 (bf16)",
     ),
     _srcnn(
         4,
@@ -132,12 +126,8 @@ PRETRAINED: tuple[Weights, ...] = (
         sha256="ca180a317a72740421980512c6b3a371210fec5c6638b2618eefa113b88855d2",
         set5=30.456,
         set14=27.467,
-        trained="starting from the x3 weights: 20,000 Adam steps of 128 33x33 patches, "
-        "a second cycle of 40,000 (peak lr 3e-4), then a third, a fourth and a fifth of "
-        "40,000 steps of 60 48x48 patches (peak lr 2e-4; the fifth keeps a moving average "
-        "of the weights, --ema 0.999), all in bf16, then from the fifth's average at step "
-        "23,000 a sixth of 6,000 steps in fp32 (peak lr 5e-5, --ema 0.999): 15.2M "
-        "patches, 2 CPU cores, 3 h 09 min; the average at the end of the sixth cycle",
+        trained="from the x3 weights, 6 cycles, 15.2M 33x33 and 48x48 patches; "
+        "the 6th cycle's step 6,000 (fp32, --ema 0.999)",
     ),
 )
 
