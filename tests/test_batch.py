@@ -248,14 +248,16 @@ def test_usage_errors(capsys: pytest.CaptureFixture[str], work: Path) -> None:
 def test_full_disk_stops_the_batch_cleanly(
     capsys: pytest.CaptureFixture[str], work: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    writes: list[str] = []
+    from sruc.files import atomic
 
-    def save(self: Image.Image, fp: Any, *args: Any, **kwargs: Any) -> None:
-        Path(fp).write_bytes(b"\x89PNG partial")  # a full disk leaves some bytes first
-        writes.append(Path(fp).name)
+    writes: list[int] = []
+    real_write = os.write
+
+    def write(fd: int, data: Any) -> int:
+        writes.append(real_write(fd, bytes(data[:10])))  # a full disk leaves some bytes first
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(Image.Image, "save", save)
+    monkeypatch.setattr(atomic.os, "write", write)
     run = run_batch_cli(capsys, "in", "-o", "out", "--json")
     assert run.code == 1
     assert not (work / "out").exists() or files(work / "out") == set()
@@ -395,7 +397,7 @@ def test_ctrl_c_in_the_progress_callback(work: Path, tiny_vdsr_ckpt: Path) -> No
             raise KeyboardInterrupt
 
     with pytest.raises(BatchInterrupted) as info:
-        run_batch(["in"], "out", 2, model=tiny_vdsr_ckpt, progress=progress, tile=8)
+        run_batch(["in"], "out", 2, model=tiny_vdsr_ckpt, progress=progress, tile=12)
     report = info.value.report
     assert report.exit_code == 130 and report.interrupted
     assert [i.status for i in report.items].count("done") >= 1
@@ -457,7 +459,7 @@ def test_background_io_gives_the_sequential_result(work: Path, tiny_vdsr_ckpt: P
 
 def test_progress_counts_tiles_and_files(work: Path, tiny_vdsr_ckpt: Path) -> None:
     seen: list[BatchProgress] = []
-    report = run_batch(["in"], "out", 2, model=tiny_vdsr_ckpt, tile=8, progress=seen.append)
+    report = run_batch(["in"], "out", 2, model=tiny_vdsr_ckpt, tile=12, progress=seen.append)
     assert report.exit_code == 0
     positions = [p.position for p in seen]
     assert positions == sorted(positions)  # never goes back

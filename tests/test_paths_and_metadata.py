@@ -109,3 +109,37 @@ def test_a_tile_smaller_than_its_margins_is_refused_before_any_work(
     assert code == 2
     one_error(err, "--tile 1 is too small", "overlap by 6 px", "at least 12")
     assert not (tmp_path / "out.png").exists()
+
+
+def test_a_job_too_big_for_memory_is_refused_before_the_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sruc.engine import memory, pipeline
+
+    Image.fromarray(smooth_rgb(40, 50)).save(tmp_path / "in.png")
+    monkeypatch.setattr(memory, "available_bytes", lambda: 50 * 10**6)
+    monkeypatch.setattr(pipeline, "_compute", lambda *a: pytest.fail("started the work"))
+    code, err = run(capsys, "up", tmp_path / "in.png", "-s", "8", "--model", "bicubic", "-o",
+                    tmp_path / "out.png")  # fmt: skip
+    assert code == 1
+    one_error(err, "the x8 output would be 400x320", "50 MB is available", "smaller scale")
+    assert not (tmp_path / "out.png").exists()
+    assert memory.upscale_bytes(72000, 72000, 3) > 300 * 10**9  # the 9000x9000 x8 case
+
+
+def test_an_allocation_failure_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sruc.engine import pipeline
+
+    def fail(*a: object) -> None:
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"
+        )
+
+    Image.fromarray(smooth_rgb(40, 50)).save(tmp_path / "in.png")
+    monkeypatch.setattr(pipeline, "_compute", fail)
+    code, err = run(capsys, "up", tmp_path / "in.png", "-s", "2", "--model", "bicubic", "-o",
+                    tmp_path / "out.png")  # fmt: skip
+    assert code == 1
+    one_error(err, "out of memory upscaling 50x40 x2 to 100x80 on cpu")

@@ -44,6 +44,7 @@ from sruc.batch.report import (
     BatchProgressFn,
     BatchReport,
 )
+from sruc.core.tiling import check_tile
 from sruc.engine.pipeline import ModelSpec, PreparedModel, prepare_model, upscale_picture
 from sruc.errors import InputError, OutputError, SrucError, UsageError
 from sruc.files import images
@@ -334,6 +335,7 @@ def run_batch(
     )
     pm = prepare_model(model, device=batch_device(device, env), precision=precision, scale=scale)
     pm.loaded.check_scale(scale)
+    check_tile(tile, pm.loaded.radius)  # once, not once per image
     report = _report_for(items, pm, scale, share)
     work = [i for i in items if i.status == PENDING]
     _make_folder(out_dir)

@@ -26,10 +26,15 @@ from PIL import Image
 from sruc.core.color import rgb_to_ycbcr, ycbcr_to_rgb
 from sruc.core.resize import imresize, output_size
 from sruc.core.tiling import ProgressFn, check_tile, default_batch, default_tile, run_tiled
+from sruc.engine import memory
 from sruc.engine.prepared import ModelSpec, PreparedModel, prepare_model
+from sruc.errors import DeviceError
 from sruc.files import images
 from sruc.files.images import Picture
 from sruc.scales import check_scale
+from sruc.zoo.cache import ENV_CACHE_DIR
+from sruc.zoo.download import ENV_BASE_URL
+from sruc.zoo.hub import ENV_OFFLINE
 from sruc.zoo.registry import DEFAULT_MODEL, LoadedModel, load_model
 
 ImageInput = str | os.PathLike[str] | Image.Image | Picture
@@ -214,6 +219,29 @@ def _upscale(
 ) -> Picture:
     """The core, on checked arguments: bicubic, the network on Y, bicubic chroma, merge."""
     out_h, out_w = output_size(pic.height, scale), output_size(pic.width, scale)
+    channels = int(pic.color.shape[0]) + (pic.alpha is not None)
+    if pm.device.type == "cpu":
+        memory.check_fits(out_w, out_h, channels, scale)
+    try:
+        return _compute(pm, pic, scale, tile, progress, (out_h, out_w))
+    except (MemoryError, RuntimeError) as e:
+        if not memory.out_of_memory(e):
+            raise
+        raise DeviceError(
+            f"out of memory upscaling {pic.width}x{pic.height} x{scale:g} to {out_w}x{out_h} "
+            f"on {pm.device}; use a smaller scale, a smaller --tile, or more memory"
+        ) from None
+
+
+def _compute(
+    pm: PreparedModel,
+    pic: Picture,
+    scale: float,
+    tile: int | None,
+    progress: ProgressFn | None,
+    out_size: tuple[int, int],
+) -> Picture:
+    out_h, out_w = out_size
     with torch.inference_mode():
         up = imresize(pic.color[None], scale)  # (1, C, H', W'), C = 1 or 3
         assert up.shape[-2:] == (out_h, out_w)
@@ -344,7 +372,7 @@ def _shared(
     except OSError:
         stamp = (text,)
     # Where the weights come from is part of the key, so a changed cache or mirror is used.
-    where = tuple(os.environ.get(v) for v in ("SRUC_CACHE_DIR", "SRUC_OFFLINE", "SRUC_WEIGHTS_URL"))
+    where = tuple(os.environ.get(v) for v in (ENV_CACHE_DIR, ENV_OFFLINE, ENV_BASE_URL))
     key = (*stamp, *where, str(device), precision, tile)
     with _SHARED_LOCK:
         up = _SHARED.pop(key, None) or Upscaler(

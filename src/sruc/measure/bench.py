@@ -32,7 +32,7 @@ from torch import nn
 
 from sruc import archs
 from sruc.core.protocol import YModel, evaluate_image
-from sruc.core.tiling import run_tiled
+from sruc.core.tiling import check_tile, run_tiled
 from sruc.engine.device import resolve_device, tune_cpu_allocator
 from sruc.errors import ModelError, SrucWarning, UsageError
 from sruc.measure.report import (
@@ -231,6 +231,8 @@ def bench(
         for path in es.images:
             check_image(path, scale_list)
     cands = _resolve_all(models, scale_list)
+    for lm in (lm for c in cands for lm in c.at.values()):
+        check_tile(tile, lm.radius)
     runners = _runners(cands, tile, dev)
     results = _empty_results(sets, scale_list, cands)
     runs_per_image = {s: 1 + sum(s in c.at for c in cands) for s in scale_list}
