@@ -1,9 +1,9 @@
 """Tests for :mod:`sruc.core.resize` against an independent MATLAB ``imresize`` reference.
 
-The reference (``tests/reference_imresize.py``) is a plain loop-based float64
+The reference (``tests/core/reference_imresize.py``) is a plain loop-based float64
 implementation of MATLAB's documented bicubic algorithm, written without looking at
-``sruc.core.resize``.  ``tests/fixtures/imresize_ref.json`` stores its outputs for a
-spread of cases; regenerate it with ``python tests/fixtures/make_imresize_fixtures.py``.
+``sruc.core.resize``.  ``tests/core/fixtures/imresize_ref.json`` stores its outputs for a
+spread of cases; regenerate it with ``python tests/core/fixtures/make_imresize_fixtures.py``.
 """
 
 from __future__ import annotations

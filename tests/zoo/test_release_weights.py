@@ -21,7 +21,7 @@ from sruc.core.protocol import evaluate_image
 from sruc.zoo import hub, registry
 
 WEIGHTS = Path(sruc.__file__).parent / "zoo" / "weights"
-MANIFEST = Path(__file__).resolve().parents[1] / "release" / "manifest.json"
+MANIFEST = Path(__file__).resolve().parents[2] / "release" / "manifest.json"
 ROWS = registry.PRETRAINED
 PER_SCALE = [(w, s) for w in ROWS for s in w.scales]
 
