@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate sruc's release weights from the shared training images, with `sruc train`
 # only (no side scripts), then copy them into src/sruc/zoo/weights/ and print the registry
-# numbers (size, SHA-256) for src/sruc/zoo/registry.py and release/manifest.json.
+# numbers (size, SHA-256) for src/sruc/zoo/released.py and release/manifest.json.
 #
 #   bash scripts/release_weights.sh [DATA] [RUNS]
 #
