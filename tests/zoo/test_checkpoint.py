@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,56 @@ def test_scales_are_enforced(tiny_srcnn_ckpt: Path, tiny_vdsr_ckpt: Path) -> Non
     vdsr = load_model(tiny_vdsr_ckpt)
     vdsr.check_scale(2.5)  # any scale in range for a multi-scale model
     assert vdsr.radius == 6
+
+
+# --------------------------------------------------------------------------- damaged files
+
+
+def _tiny() -> checkpoint.Checkpoint:
+    from sruc import archs
+
+    torch.manual_seed(0)
+    return checkpoint.from_model(archs.build("vdsr", {"depth": 3, "width": 8}), [2.0])
+
+
+@pytest.mark.parametrize(("config", "words"), [
+    ({"depth": 3, "width": 100000}, "width must be a whole number from 1 to 1024, got 100000"),
+    ({"depth": 1000000, "width": 8}, "depth must be a whole number from 1 to 200"),
+    ({"depth": 3, "width": 16}, "body.0.weight is 8x1x3x3 in the file but 16x1x3x3"),
+    ({"depth": 4, "width": 8}, "the file lacks body.6.weight"),
+])  # fmt: skip
+def test_a_config_that_does_not_fit_is_refused_before_allocating(
+    tmp_path: Path, config: dict[str, int], words: str
+) -> None:
+    """Limits first, then shapes on the meta device: building the real module would
+    try to allocate 360 GB for width 100000; here nothing but shapes is made."""
+    ck = _tiny()
+    bad = checkpoint.Checkpoint("vdsr", config, [2.0], ck.state_dict)
+    path = checkpoint.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(ModelError, match=re.escape(words)):
+        checkpoint.load(path).build()
+
+
+def test_non_finite_weights_are_refused(tmp_path: Path) -> None:
+    ck = _tiny()
+    ck.state_dict["body.2.bias"][0] = float("nan")
+    path = checkpoint.save(ck, tmp_path / "nan.pt")
+    with pytest.raises(ModelError, match=r"damaged: body\.2\.bias holds NaN or infinite"):
+        checkpoint.load(path).build()
+
+
+def test_non_finite_outputs_are_an_error(tmp_path: Path) -> None:
+    from PIL import Image
+
+    import sruc
+    from helpers import smooth_rgb
+
+    class Broken(torch.nn.Module):
+        receptive_radius = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * float("inf")
+
+    Image.fromarray(smooth_rgb(8, 8)).save(tmp_path / "in.png")
+    with pytest.raises(ModelError, match="produced NaN or infinite values"):
+        sruc.upscale(tmp_path / "in.png", 2, model=Broken(), precision="fp32")

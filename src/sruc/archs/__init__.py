@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
@@ -45,6 +45,9 @@ class ArchSpec:
             module runs as it is.
         identity_start: initialise a fresh module so that it returns its input
             (the ``adam`` recipe's start); ``None``: the module's own init.
+        limits: the largest value of each integer constructor argument that
+            :func:`build` accepts, so a damaged or hostile config (width 100000)
+            is refused before anything is allocated.
         summary: one line for people.
     """
 
@@ -56,6 +59,7 @@ class ArchSpec:
     identity: bool = False
     conv_plan: Callable[[nn.Module], ConvPlan] | None = None
     identity_start: Callable[[nn.Module], None] | None = None
+    limits: Mapping[str, int] = field(default_factory=dict)
     summary: str = ""
 
     @property
@@ -118,11 +122,38 @@ def build(arch: str, config: dict[str, Any] | None = None) -> nn.Module:
     Raises:
         ModelError: for an unknown architecture or arguments it does not take.
     """
-    cls = get(arch).module
+    spec = get(arch)
+    check_limits(spec, config or {})
     try:
-        return cls(**(config or {}))
+        return spec.module(**(config or {}))
     except (TypeError, ValueError) as e:
         raise ModelError(f"bad configuration for {arch}: {e}") from None
+
+
+def check_limits(spec: ArchSpec, config: Mapping[str, Any]) -> None:
+    """Refuse a config outside the spec's limits (or with a non-integer size).
+
+    Raises:
+        ModelError: a value above its limit, or below 1.
+    """
+    for key, most in spec.limits.items():
+        if key not in config:
+            continue
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+            raise ModelError(
+                f"bad configuration for {spec.name}: {key} must be a whole number from 1 to "
+                f"{most}, got {value!r}"
+            )
+
+
+def build_meta(arch: str, config: Mapping[str, Any] | None = None) -> nn.Module:
+    """The architecture on PyTorch's meta device: shapes without memory, for checking
+    a checkpoint's tensors against its config before anything is allocated."""
+    import torch
+
+    with torch.device("meta"):
+        return build(arch, dict(config or {}))
 
 
 def receptive_radius(model: nn.Module) -> int:
@@ -148,6 +179,8 @@ __all__ = [
     "ArchSpec",
     "ConvPlan",
     "build",
+    "build_meta",
+    "check_limits",
     "conv_plan",
     "get",
     "last_conv",

@@ -37,5 +37,6 @@ SPEC = ArchSpec(
     module=Bicubic,
     multiscale=True,
     identity=True,
+    limits={"channels": 4},
     summary="MATLAB-exact bicubic interpolation, the baseline (no weights)",
 )

@@ -110,5 +110,6 @@ SPEC = ArchSpec(
     batch_size=128,
     conv_plan=_conv_plan,
     identity_start=_start_at_identity,
+    limits={"channels": 4, "n1": 1024, "n2": 1024, "f1": 31, "f2": 31, "f3": 31},
     summary="SRCNN (Dong et al. 2016): 3 convolutions, 9-5-5, one model per scale",
 )

@@ -118,5 +118,6 @@ SPEC = ArchSpec(
     batch_size=64,
     conv_plan=_conv_plan,
     identity_start=_start_at_identity,
+    limits={"channels": 4, "depth": 200, "width": 1024, "kernel": 15},
     summary="VDSR (Kim et al. 2016): 20 3x3 convolutions, global residual, all scales in one",
 )

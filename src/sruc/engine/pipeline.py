@@ -28,7 +28,7 @@ from sruc.core.resize import imresize, output_size
 from sruc.core.tiling import ProgressFn, check_tile, default_batch, default_tile, run_tiled
 from sruc.engine import memory
 from sruc.engine.prepared import ModelSpec, PreparedModel, prepare_model
-from sruc.errors import DeviceError
+from sruc.errors import DeviceError, ModelError
 from sruc.files import images
 from sruc.files.images import Picture
 from sruc.scales import check_scale
@@ -254,6 +254,12 @@ def _compute(
             ycc = rgb_to_ycbcr(up)
             y = run_model(pm, ycc[:, :1].contiguous(), bits=pic.bits, tile=tile, progress=progress)
             color = ycbcr_to_rgb(torch.cat([y, ycc[:, 1:]], dim=1))[0]
+        if not bool(torch.isfinite(color).all()):  # clamp would hide it as black or white
+            raise ModelError(
+                f"{pm.loaded.name} produced NaN or infinite values ({pm.precision} on "
+                f"{pm.device}): its weights are damaged or do not suit this input; nothing "
+                "was written"
+            )
         color = color.clamp_(0, 1)
     if progress is not None and pm.loaded.identity:
         progress(1, 1)

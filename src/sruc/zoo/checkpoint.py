@@ -18,6 +18,7 @@ guesses (a 9-1-5 SRCNN loads as 9-1-5).
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import warnings
@@ -58,7 +59,20 @@ class Checkpoint:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> nn.Module:
-        """The model with these weights loaded, in eval mode, on the CPU."""
+        """The model with these weights loaded, in eval mode, on the CPU.
+
+        The config is checked against the stored tensors on the meta device first
+        (nothing allocated), so a damaged config never allocates gigabytes; weights
+        that are not finite are refused.
+
+        Raises:
+            ModelError: a config out of range or not fitting the tensors (the
+                message names the first tensor that differs), or NaN/inf weights.
+        """
+        self._check_shapes()
+        for name, t in self.state_dict.items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise ModelError(f"the weights are damaged: {name} holds NaN or infinite values")
         model = archs.build(self.arch, self.config)
         try:
             model.load_state_dict(self.state_dict, strict=True)
@@ -66,6 +80,26 @@ class Checkpoint:
             first = str(e).strip().splitlines()[0]
             raise ModelError(f"weights do not fit {self.arch} {self.config}: {first}") from None
         return model.eval()
+
+    def _check_shapes(self) -> None:
+        expected = archs.build_meta(self.arch, self.config).state_dict()
+        where = f"{self.arch} {json.dumps(self.config)}"
+        missing = [k for k in expected if k not in self.state_dict]
+        extra = [k for k in self.state_dict if k not in expected]
+        if missing or extra:
+            what = f"lacks {missing[0]}" if missing else f"has {extra[0]}, which it does not use"
+            raise ModelError(
+                f"weights do not fit {where}: the file {what} "
+                f"({len(missing)} missing, {len(extra)} extra tensors)"
+            )
+        for key, want in expected.items():
+            got = self.state_dict[key]
+            if tuple(got.shape) != tuple(want.shape):
+                raise ModelError(
+                    f"weights do not fit {where}: {key} is "
+                    f"{'x'.join(map(str, got.shape))} in the file but "
+                    f"{'x'.join(map(str, want.shape))} for this config"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return {

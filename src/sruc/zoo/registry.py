@@ -101,8 +101,12 @@ class LoadedModel:
         return self.arch in archs.names() and archs.get(self.arch).identity
 
     def check_scale(self, scale: float) -> None:
-        """Raise if these weights cannot upscale by ``scale``; warn if untrained."""
+        """Raise if these weights cannot upscale by ``scale``; warn if untrained.
+
+        A model that names no scales (an ``nn.Module`` passed in) takes any."""
         check_scale(scale)
+        if not self.scales:
+            return
         if self.multiscale:
             if self.scales and not (min(self.scales) <= scale <= max(self.scales)):
                 warnings.warn(
