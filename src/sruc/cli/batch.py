@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from sruc.cli.options import CONTEXT, load_model_for_cli, weights_options
+from sruc.cli.options import CONTEXT, SCALE, load_model_for_cli, weights_options
 from sruc.cli.progress import Display
 from sruc.engine.launch import rank_prefix
 from sruc.engine.precision import PRECISIONS
@@ -56,7 +56,7 @@ def _summary(report: Any, scale: float) -> str:
     help="Output folder (created if missing).",
 )  # fmt: skip
 @click.option(
-    "-s", "--scale", type=float, default=2.0, show_default=True, help="Upscaling factor, in (1, 8]."
+    "-s", "--scale", type=SCALE, default=2.0, show_default=True, help="Upscaling factor, in (1, 8]."
 )
 @click.option(
     "-m", "--model", default="vdsr", show_default=True,
@@ -137,9 +137,7 @@ def batch(
     """
     from sruc.batch import BatchInterrupted, parse_shard, run_batch
     from sruc.files.images import DEFAULT_MAX_PIXELS
-    from sruc.scales import check_scale
 
-    check_scale(scale)
     share = parse_shard(shard) if shard is not None else None
     prefix = rank_prefix()
     with Display(not quiet) as display:

@@ -23,7 +23,7 @@ from typing import Any
 import click
 
 from sruc import __version__
-from sruc.cli.options import CONTEXT, load_model_for_cli, weights_options
+from sruc.cli.options import CONTEXT, SCALE, load_model_for_cli, weights_options
 from sruc.cli.progress import Display
 from sruc.engine.precision import PRECISIONS
 from sruc.errors import SrucError, Stopped
@@ -72,7 +72,7 @@ def _default_output(src: Path, scale: float) -> Path:
 @cli.command(context_settings=CONTEXT)
 @click.argument("input", type=click.Path(path_type=Path))
 @click.option(
-    "-s", "--scale", type=float, default=2.0, show_default=True, help="Upscaling factor, in (1, 8]."
+    "-s", "--scale", type=SCALE, default=2.0, show_default=True, help="Upscaling factor, in (1, 8]."
 )
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), default=None,
@@ -128,9 +128,7 @@ def up(
     """
     from sruc.engine.pipeline import upscale_file
     from sruc.files.images import DEFAULT_MAX_PIXELS, check_output
-    from sruc.scales import check_scale
 
-    check_scale(scale)
     dst = output if output is not None else _default_output(input, scale)
     check_output(dst, overwrite=overwrite, inputs=(input,))  # before any download
     with Display(not quiet) as display:

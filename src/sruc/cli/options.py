@@ -17,6 +17,29 @@ if TYPE_CHECKING:
 CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+class Scale(click.ParamType):
+    """``-s``: text to an upscaling factor, checked once here (:func:`sruc.scales.check_scale`)."""
+
+    name = "float"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        from sruc.scales import check_scale
+
+        if isinstance(value, float):
+            return check_scale(value)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return check_scale(number)
+
+
+#: The ``-s/--scale`` type of ``sruc up`` and ``sruc batch``.
+SCALE = Scale()
+
+
 def cache_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--cache-dir`` and ``--offline``: where weights may come from."""
     f = click.option(
@@ -63,4 +86,11 @@ def load_model_for_cli(
     )
 
 
-__all__ = ["CONTEXT", "cache_options", "load_model_for_cli", "offline_flag", "weights_options"]
+__all__ = [
+    "CONTEXT",
+    "SCALE",
+    "cache_options",
+    "load_model_for_cli",
+    "offline_flag",
+    "weights_options",
+]

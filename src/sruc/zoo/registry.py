@@ -103,8 +103,8 @@ class LoadedModel:
     def check_scale(self, scale: float) -> None:
         """Raise if these weights cannot upscale by ``scale``; warn if untrained.
 
-        A model that names no scales (an ``nn.Module`` passed in) takes any."""
-        check_scale(scale)
+        A model that names no scales (an ``nn.Module`` passed in) takes any. ``scale``
+        is an upscaling factor already checked by the caller's entry point."""
         if not self.scales:
             return
         if self.multiscale:
