@@ -219,38 +219,7 @@ def _renderer(quiet: bool) -> Iterator[Any]:
     "[default: the recipe's; vdsr-paper grid, others random]",
 )  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="No progress or summary.")
-def train(
-    images: Path,
-    out: Path,
-    model: str,
-    scales: tuple[float, ...],
-    model_config: dict[str, Any],
-    recipe: str | None,
-    steps: int,
-    batch_size: int | None,
-    patch_size: int | None,
-    lr: float | None,
-    downscales: tuple[float, ...],
-    val: Path | None,
-    val_split: float | None,
-    val_crop: int,
-    val_every: int | None,
-    device: str,
-    precision: str,
-    channels_last: bool | None,
-    seed: int,
-    resume: bool,
-    save_every_minutes: float,
-    log_every: int,
-    stop_after: int | None,
-    max_minutes: float | None,
-    init: str | None,
-    ema: float,
-    clip: float | None,
-    loss: str | None,
-    sampling: str | None,
-    quiet: bool,
-) -> None:
+def train(images: Path, out: Path, quiet: bool, **options: Any) -> None:
     """Train SRCNN or VDSR on a folder of images (searched recursively).
 
     Training pairs are made by the papers' protocol (MATLAB bicubic, BT.601 Y,
@@ -270,39 +239,17 @@ def train(
     from sruc.train import DEFAULT_RECIPE, TrainConfig
     from sruc.train import train as run_training
 
-    config = TrainConfig(
-        data=str(images),
-        out=str(out),
-        model=model,
-        model_config=model_config,
-        scales=tuple(scales),  # type: ignore[arg-type]  # validated by the library
-        recipe=recipe or DEFAULT_RECIPE,
-        steps=steps,
-        batch_size=batch_size,
-        patch_size=patch_size,
-        lr=lr,
-        downscales=downscales,
-        val=str(val) if val is not None else None,
-        val_split=val_split,
-        val_crop=val_crop,
-        val_every=val_every,
-        seed=seed,
-        device=device,
-        precision=precision,
-        channels_last=channels_last,
-        save_every_minutes=save_every_minutes,
-        log_every=log_every,
-        resume=resume,
-        stop_after=stop_after,
-        max_minutes=max_minutes,
-        init=init,
-        ema=ema,
-        clip=clip,
-        loss=loss,
-        sampling=sampling,
-    )
+    # Every other option is a TrainConfig field of the same name, typed by click.
+    options["recipe"] = options["recipe"] or DEFAULT_RECIPE
+    options["val"] = str(options["val"]) if options["val"] is not None else None
+    config = TrainConfig(data=str(images), out=str(out), **options)
     with _renderer(quiet) as progress:
         result = run_training(config, progress=progress)
+    _report(result, quiet)
+
+
+def _report(result: Any, quiet: bool) -> None:
+    """The summary on stderr, the best checkpoint's path on stdout (rank 0 only)."""
     if result.rank != 0:
         return
     if not quiet:
