@@ -63,3 +63,21 @@ def test_batch_reports_the_image_as_failed(tmp_path: Path) -> None:
     assert "File too large" in run.stderr and "please report" not in run.stderr
     written = list((tmp_path / "out").iterdir()) if (tmp_path / "out").exists() else []
     assert written == []  # neither a short file under its name nor a .part
+
+
+def test_a_killed_runs_leftover_is_removed_on_the_next_run(tmp_path: Path) -> None:
+    import os
+
+    noisy().save(tmp_path / "in.png")
+    stale = tmp_path / ".out.png.abcd1234.part"  # what a SIGKILLed run leaves
+    fresh = tmp_path / ".out.png.efgh5678.part"  # another process writing right now
+    other = tmp_path / ".other.png.abcd1234.part"
+    for p in (stale, fresh, other):
+        p.write_bytes(b"half")
+    old = os.stat(stale).st_mtime - 3600
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    args = ["up", str(tmp_path / "in.png"), "--model", "bicubic", "-o", str(tmp_path / "out.png")]
+    run = subprocess.run([sys.executable, "-m", "sruc", *args], capture_output=True)
+    assert run.returncode == 0
+    assert not stale.exists() and fresh.exists() and other.exists()

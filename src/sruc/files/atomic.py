@@ -8,8 +8,10 @@ in ``.part``, so no tool mistakes them for finished outputs.
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +35,27 @@ def _short(name: str) -> str:
     return name if len(raw) <= _NAME_BYTES else os.fsdecode(raw[:_NAME_BYTES]).rstrip("\udcff")
 
 
+#: A temporary file of the same target older than this was left by a run that was
+#: killed (SIGKILL, a power cut): sruc's writes take seconds, as the data is encoded
+#: in memory first.
+STALE_SECONDS = 600
+
+
+def _remove_stale(parent: Path, stem: str) -> None:
+    """Remove sruc's own leftover temporary files of this target (``.NAME.XXXXXXXX.part``)."""
+    now = time.time()
+    try:
+        leftovers = list(parent.glob(f".{glob.escape(stem)}.????????.part"))
+    except OSError:
+        return
+    for leftover in leftovers:
+        try:
+            if now - leftover.lstat().st_mtime > STALE_SECONDS and leftover.is_file():
+                leftover.unlink()
+        except OSError:
+            continue  # another process's, or gone already
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``.
@@ -47,6 +70,7 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator
     """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
+    _remove_stale(parent, _short(path.name))
     fd, name = tempfile.mkstemp(prefix=f".{_short(path.name)}.", suffix=".part", dir=parent)
     os.close(fd)
     tmp = Path(name)
