@@ -553,6 +553,7 @@ def test_registry_row_must_describe_its_file(
 # --------------------------------------------------------------------------- concurrency
 
 
+@pytest.mark.filterwarnings("ignore:waiting for another download")
 def test_two_threads_pulling_at_once(
     vdsr: registry.Weights, server: FileServer, cache: Path
 ) -> None:
@@ -752,3 +753,42 @@ def test_cli_warnings_and_errors_in_the_library_are_silent(
         registry.load_model("vdsr")
     assert [w.category for w in caught] == [SrucWarning]
     assert capsys.readouterr() == ("", "")
+
+
+# --------------------------------------------------------------------------- locks
+
+
+def test_a_lock_path_that_is_a_folder_is_named(tmp_path: Path) -> None:
+    from sruc.zoo import cache as cache_mod
+
+    (tmp_path / ".vdsr.pt.lock").mkdir()
+    folder = pytest.raises(hub.DownloadError, match="is a folder where sruc keeps a lock file")
+    with folder, cache_mod.locked(tmp_path / ".vdsr.pt.lock"):
+        pass
+
+
+def test_a_held_lock_is_announced_and_times_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    from sruc.zoo import cache as cache_mod
+
+    lock = tmp_path / ".vdsr.pt.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)", str(lock)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        monkeypatch.setattr(cache_mod, "LOCK_WAIT_S", 0.5)
+        said = pytest.warns(SrucWarning, match="waiting for another download of vdsr.pt")
+        gave_up = pytest.raises(hub.DownloadError, match="another process has held")
+        with said, gave_up, cache_mod.locked(lock):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with cache_mod.locked(lock):  # free again: taken at once
+        assert lock.exists()

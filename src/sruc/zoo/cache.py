@@ -20,11 +20,13 @@ import os
 import re
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from sruc.errors import ChecksumError, DownloadError, UsageError
+from sruc.errors import ChecksumError, DownloadError, SrucWarning, UsageError
 
 #: The environment variable naming the cache folder (``--cache-dir`` wins over it).
 ENV_CACHE_DIR = "SRUC_CACHE_DIR"
@@ -200,6 +202,52 @@ def verify_file(path: str | os.PathLike[str], sha256: str) -> None:
 # --- locking -------------------------------------------------------------------------------
 
 
+#: Longest wait for another process's lock: its download has its own timeouts, so a
+#: lock held longer than this belongs to a process that hangs (or a stale NFS lock).
+LOCK_WAIT_S = 300.0
+#: How often a busy lock is tried again.
+LOCK_POLL_S = 0.2
+
+
+def _open_lock(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except IsADirectoryError:
+        raise DownloadError(
+            f"{path} is a folder where sruc keeps a lock file; remove it and try again"
+        ) from None
+    except OSError as e:
+        raise DownloadError(f"cannot create the lock file {path}: {e.strerror or e}") from None
+
+
+def _wait_for(fd: int, path: Path, fcntl: Any) -> None:
+    """Take the flock on ``fd``; if another process holds it, say so once, then wait up
+    to :data:`LOCK_WAIT_S` seconds."""
+    started = time.monotonic()
+    said = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        waited = time.monotonic() - started
+        if waited >= LOCK_WAIT_S:
+            raise DownloadError(
+                f"another process has held {path} for {waited:.0f} s; if no sruc is "
+                "running, remove that file and try again"
+            )
+        if not said:
+            target = path.name.removeprefix(".").removesuffix(LOCK_SUFFIX)
+            warnings.warn(
+                f"waiting for another download of {target} to finish (lock {path})",
+                SrucWarning,
+                stacklevel=4,
+            )
+            said = True
+        time.sleep(LOCK_POLL_S)
+
+
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (created if needed) while inside.
@@ -215,9 +263,9 @@ def locked(path: Path) -> Iterator[None]:
     import fcntl
 
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock(path)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # blocks: the holder's download has timeouts
+            _wait_for(fd, path, fcntl)
             try:
                 same = os.stat(path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
