@@ -659,3 +659,18 @@ def test_up_takes_precision(
     args = ["up", "in/p0.png", "-o", "b.png", "--precision", "bf16", "--model", tiny_vdsr_ckpt]
     assert main([str(a) for a in args]) == 0
     assert "bf16" in capsys.readouterr().err  # the summary says what ran
+
+
+def test_a_non_image_never_takes_an_images_output_name(work: Path) -> None:
+    """A text file "notes" and "notes.png" both map to notes_x2.png: the image gets
+    it, the text file is not tried; an output that is a folder fails the image."""
+    png(work / "names" / "notes.png")
+    (work / "names" / "notes").write_text("a shopping list")
+    report = run_batch(["names"], "out", 2, model="bicubic")
+    by_name = {i.source.name: i for i in report.items}
+    assert by_name["notes.png"].status == "done" and by_name["notes"].status == "ignored"
+    assert report.exit_code == 0 and files(work / "out") == {"notes_x2.png"}
+    (work / "out2" / "notes_x2.png").mkdir(parents=True)
+    report = run_batch(["names"], "out2", 2, model="bicubic")
+    item = next(i for i in report.items if i.source.name == "notes.png")
+    assert item.status == "failed" and "is a folder" in item.error and report.exit_code == 1

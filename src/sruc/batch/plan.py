@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from sruc.batch.report import FAILED, SKIPPED, BatchItem
+from sruc.batch.report import FAILED, IGNORED, SKIPPED, BatchItem
 from sruc.engine.launch import torchrun
 from sruc.errors import UsageError
 from sruc.files import discovery, images
@@ -238,22 +238,32 @@ def plan_batch(
     }
     produced = {(out / rel).resolve() for rel in dst_of.values()}
     items: list[BatchItem] = []
-    owner: dict[Path, Path] = {}  # resolved output -> the file that claimed it first
+    # Resolved output -> the file it belongs to: the first file whose extension says
+    # it is an image, else the first file (a text file "notes" must not take the name
+    # of "notes.png"'s output).
+    owner: dict[Path, _Source] = {}
+    for real, s in sorted(unique.items(), key=lambda kv: not kv[1].claimed):
+        owner.setdefault((out / dst_of[real]).resolve(), s)
     for real, s in unique.items():
         rel = dst_of[real]
         dst = out / rel
         if real in produced and real != dst.resolve():
             continue  # one of this batch's own outputs, found in an input folder
         item = BatchItem(s.path, dst, claimed=s.claimed, key=rel.as_posix())
-        first = owner.setdefault(dst.resolve(), s.path)
-        if first != s.path:
+        first = owner[dst.resolve()]
+        if first is not s and first.claimed and not s.claimed:
+            item.status, item.error = IGNORED, f"not tried: {first.path} has the output name {dst}"
+        elif first is not s:
             item.status, item.error = (
                 FAILED,
                 (
-                    f"{s.path}: its output {dst} is also the output of {first}; "
+                    f"{s.path}: its output {dst} is also the output of {first.path}; "
                     "rename one, or use --recursive or --suffix to tell them apart"
                 ),
             )
+        elif dst.is_dir():
+            item.status = FAILED
+            item.error = f"{s.path}: its output {dst} is a folder; remove it or change --suffix"
         elif dst.resolve() == real:
             item.status = FAILED
             item.error = f"{s.path}: the output would replace the input; change -o or --suffix"

@@ -184,6 +184,13 @@ class _Run:
         """Wait for one write and record it; raises _DiskFull after recording a full disk."""
         try:
             item.seconds += fut.result()
+        except KeyboardInterrupt:
+            # The write goes on in its thread: wait for it, so the report says what is
+            # on disk, then let the interrupt go on.
+            with contextlib.suppress(Exception):
+                item.seconds += fut.result()
+                self.finish(item, DONE)
+            raise
         except Exception as e:
             self.finish(item, FAILED, _one_line(item, e))
             if _disk_full(e):
