@@ -22,8 +22,10 @@ from sruc.errors import DeviceError
 
 #: Bytes per output value (pixel x channel) the pipeline holds at its peak.
 BYTES_PER_VALUE = 24
-#: Bytes per output pixel of line buffers and resize weights along each side.
-BYTES_PER_EDGE_PIXEL = 4096
+#: Bytes per output pixel along each side (resize weights and index tables): a
+#: 1x200,000 and a 1x800,000 RGB line at x2 took 447 and 1,044 MB here, about
+#: 500 bytes per pixel of the long side; this keeps a margin.
+BYTES_PER_EDGE_PIXEL = 640
 #: A network tile's feature maps: 64 channels x (256 + 2 x 20)^2 x float32, x3 buffers.
 TILE_BYTES = 64 * 296 * 296 * 4 * 3
 
