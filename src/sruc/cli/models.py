@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from sruc.cli.options import CONTEXT, cache_options
+from sruc.cli.options import CONTEXT, cache_options, offline_flag
 from sruc.cli.progress import Display
 from sruc.errors import ModelError
 
@@ -22,7 +22,7 @@ def _settings(ctx: click.Context, cache_dir: Path | None, offline: bool) -> tupl
     parent = ctx.find_object(dict) or {}
     return (
         cache_dir if cache_dir is not None else parent.get("cache_dir"),
-        True if offline or parent.get("offline") else None,
+        offline_flag(offline or bool(parent.get("offline"))),
     )
 
 

@@ -43,7 +43,7 @@ class Display:
             columns = (
                 TextColumn("{task.description}"),
                 BarColumn(bar_width=30),
-                _Amount(),
+                _amount_column(),
                 TextColumn("{task.fields[info]}"),
                 TimeRemainingColumn(),
             )
@@ -110,27 +110,27 @@ class _Bar:
         self.progress.update(self.task, **fields)
 
 
-class _Amount:
-    """``12/40 tiles`` for counts, ``1.2/2.6 MB 3.1 MB/s`` for downloads (one column)."""
+def _amount_column() -> Any:
+    """One column: ``12/40 tiles`` for counts, ``1.2/2.6 MB 3.1 MB/s`` for downloads.
 
-    def __new__(cls) -> Any:
-        from rich.progress import DownloadColumn, ProgressColumn, TransferSpeedColumn
-        from rich.text import Text
+    Made on first use, so that ``sruc --help`` does not import rich.progress."""
+    from rich.progress import DownloadColumn, ProgressColumn, TransferSpeedColumn
+    from rich.text import Text
 
-        class Amount(ProgressColumn):
-            def __init__(self) -> None:
-                super().__init__()
-                self.size, self.speed = DownloadColumn(), TransferSpeedColumn()
+    class Amount(ProgressColumn):
+        def __init__(self) -> None:
+            super().__init__()
+            self.size, self.speed = DownloadColumn(), TransferSpeedColumn()
 
-            def render(self, task: Any) -> Any:
-                if task.fields.get("nbytes"):
-                    return Text.assemble(self.size.render(task), " ", self.speed.render(task))
-                done = int(task.completed)
-                total = "?" if task.total is None else str(int(task.total))
-                unit = task.fields.get("unit", "")
-                return Text(f"{done}/{total}{' ' + unit if unit else ''}")
+        def render(self, task: Any) -> Any:
+            if task.fields.get("nbytes"):
+                return Text.assemble(self.size.render(task), " ", self.speed.render(task))
+            done = int(task.completed)
+            total = "?" if task.total is None else str(int(task.total))
+            unit = task.fields.get("unit", "")
+            return Text(f"{done}/{total}{' ' + unit if unit else ''}")
 
-        return Amount()
+    return Amount()
 
 
 __all__ = ["BarUpdate", "Display"]

@@ -97,23 +97,27 @@ class Upscaler:
 
     def prepared(self, scale: float) -> PreparedModel:
         """The model prepared for ``scale`` (loaded and prepared on first use)."""
-        if isinstance(self.model, PreparedModel):
-            if not self._prepared:
-                check_tile(self.tile, self.model.loaded.radius)
-                self._prepared[None] = self.model
-            return self.model
         key = self._key(scale)
         pm = self._prepared.get(key)
         if pm is None:
-            if isinstance(self.model, LoadedModel | torch.nn.Module):
-                lm = self.model if isinstance(self.model, LoadedModel) else load_model(self.model)
-            else:
-                lm = load_model(self.model, scale=scale, **self._load)  # type: ignore[arg-type]
-            check_tile(self.tile, lm.radius)  # once per model, before any image
-            pm = prepare_model(lm, device=self.device, precision=self.precision)
-            self._prepared[key] = pm
+            pm = self._prepared[key] = self._prepare(scale)
         pm.loaded.check_scale(scale)
         return pm
+
+    def _prepare(self, scale: float) -> PreparedModel:
+        model = self.model
+        if isinstance(model, PreparedModel):
+            lm = model.loaded
+        elif isinstance(model, LoadedModel):
+            lm = model
+        elif isinstance(model, torch.nn.Module):
+            lm = load_model(model)
+        else:
+            lm = load_model(model, scale=scale, **self._load)  # type: ignore[arg-type]
+        check_tile(self.tile, lm.radius)  # once per model, before any image
+        if isinstance(model, PreparedModel):
+            return model
+        return prepare_model(lm, device=self.device, precision=self.precision)
 
     def _key(self, scale: float) -> str | None:
         """Which file serves ``scale``: per-scale registry groups have one per scale."""

@@ -23,7 +23,6 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from sruc.errors import ChecksumError, DownloadError, SrucWarning, UsageError
@@ -220,9 +219,11 @@ def _open_lock(path: Path) -> int:
         raise DownloadError(f"cannot create the lock file {path}: {e.strerror or e}") from None
 
 
-def _wait_for(fd: int, path: Path, fcntl: Any) -> None:
+def _wait_for(fd: int, path: Path) -> None:
     """Take the flock on ``fd``; if another process holds it, say so once, then wait up
-    to :data:`LOCK_WAIT_S` seconds."""
+    to :data:`LOCK_WAIT_S` seconds (POSIX)."""
+    import fcntl
+
     started = time.monotonic()
     said = False
     while True:
@@ -260,12 +261,10 @@ def locked(path: Path) -> Iterator[None]:
         with _locked_windows(path):
             yield
         return
-    import fcntl
-
     while True:
         fd = _open_lock(path)
         try:
-            _wait_for(fd, path, fcntl)
+            _wait_for(fd, path)
             try:
                 same = os.stat(path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
