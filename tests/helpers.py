@@ -11,6 +11,8 @@ import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 EVAL = SHARED / "datasets" / "eval"
+#: For tests that read Set5 images: skipped where the shared datasets are not beside the checkout.
+needs_set5 = pytest.mark.skipif(not (EVAL / "Set5").is_dir(), reason=f"needs {EVAL / 'Set5'}")
 
 
 def smooth_rgb(h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageCms
 
 import sruc
-from helpers import EVAL, smooth_rgb
+from helpers import EVAL, needs_set5, smooth_rgb
 from sruc.cli import main
 from sruc.core.resize import imresize
 from sruc.files import images
@@ -218,7 +218,7 @@ def test_default_output_name(rgb_png: Path) -> None:
     assert (rgb_png.parent / "photo_x3.png").exists()
 
 
-@pytest.mark.skipif(not (EVAL / "Set5").is_dir(), reason="needs ../shared/datasets/eval/Set5")
+@needs_set5
 def test_psnr_reproduces_bicubic_baseline_through_8bit_files(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import sruc
-from helpers import EVAL, run_cli
+from helpers import EVAL, needs_set5, run_cli
 from sruc.core.protocol import evaluate_image
 from sruc.zoo import hub, registry
 
@@ -65,6 +65,7 @@ def test_release_manifest_matches_the_registry_and_the_bundled_files() -> None:
         assert hub.file_sha256(path) == e["sha256"], w.name
 
 
+@needs_set5
 @pytest.mark.parametrize(("w", "scale"), PER_SCALE, ids=[f"{w.name}-x{s:g}" for w, s in PER_SCALE])
 def test_release_weights_beat_bicubic_on_a_crop(
     w: registry.Weights, scale: float, tmp_path: Path
@@ -80,6 +81,7 @@ def test_release_weights_beat_bicubic_on_a_crop(
     assert ours > bicubic + 1.0, f"{w.name} x{scale:g}: {ours:.2f} dB vs bicubic {bicubic:.2f}"
 
 
+@needs_set5
 def test_sruc_up_defaults_to_vdsr_offline(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
