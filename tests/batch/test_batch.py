@@ -338,7 +338,7 @@ def test_waiting_results_are_bounded_in_megapixels(
 def test_ctrl_c_in_the_model_stops_after_the_current_image(
     capsys: pytest.CaptureFixture[str], work: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = batch_mod.upscale_picture
+    real = batch_mod.Upscaler.upscale_picture
     calls = []
 
     def upscale(*args: Any, **kwargs: Any) -> Any:
@@ -347,7 +347,7 @@ def test_ctrl_c_in_the_model_stops_after_the_current_image(
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(batch_mod, "upscale_picture", upscale)
+    monkeypatch.setattr(batch_mod.Upscaler, "upscale_picture", upscale)
     run = run_batch_cli(capsys, "in", "-o", "out", "--json")
     assert run.code == 130
     assert files(work / "out") == {"p0_x2.png"}  # the image before was written
@@ -430,7 +430,7 @@ def test_background_io_gives_the_sequential_result(work: Path, tiny_vdsr_ckpt: P
     model = sruc.load_model(tiny_vdsr_ckpt)
     threads: dict[str, set[str]] = {"read": set(), "write": set(), "model": set()}
     real_read, real_write = images.read_image, images.write_image
-    real_up = batch_mod.upscale_picture
+    real_up = batch_mod.Upscaler.upscale_picture
 
     def spy(kind: str, fn: Any) -> Any:
         def wrapped(*a: Any, **k: Any) -> Any:
@@ -442,7 +442,7 @@ def test_background_io_gives_the_sequential_result(work: Path, tiny_vdsr_ckpt: P
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(images, "read_image", spy("read", real_read))
         mp.setattr(images, "write_image", spy("write", real_write))
-        mp.setattr(batch_mod, "upscale_picture", spy("model", real_up))
+        mp.setattr(batch_mod.Upscaler, "upscale_picture", spy("model", real_up))
         report = run_batch(["in"], "out", 3, model=model, precision="fp32")
     assert report.exit_code == 0 and report.count("done") == 9
     main_thread = threading.main_thread().name

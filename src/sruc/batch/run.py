@@ -44,8 +44,7 @@ from sruc.batch.report import (
     BatchProgressFn,
     BatchReport,
 )
-from sruc.core.tiling import check_tile
-from sruc.engine.pipeline import ModelSpec, PreparedModel, prepare_model, upscale_picture
+from sruc.engine.pipeline import ModelSpec, PreparedModel, Upscaler, prepare_model
 from sruc.errors import InputError, OutputError, SrucError, UsageError
 from sruc.files import images
 from sruc.files.images import Picture
@@ -111,6 +110,7 @@ class _Run:
     max_pixels: int | None
     progress: BatchProgressFn | None
     total: int
+    upscaler: Upscaler | None = None  # around `model`, with the tile and --tta
     started: float = field(default_factory=time.perf_counter)
     position: float = 0.0
     finished: int = 0
@@ -172,7 +172,8 @@ class _Run:
             self.emit(fraction=done / max(total, 1))
 
         t0 = time.perf_counter()
-        out = upscale_picture(pic, self.scale, model=self.model, tile=self.tile, progress=tiles)
+        assert self.upscaler is not None
+        out = self.upscaler.upscale_picture(pic, self.scale, progress=tiles)
         item.model_seconds = time.perf_counter() - t0
         item.input_size, item.output_size = (pic.width, pic.height), (out.width, out.height)
         item.precision = self.model.runner(pic.bits)[1]
@@ -287,6 +288,7 @@ def run_batch(
     shard: tuple[int, int] | None = None,
     env: Mapping[str, str] | None = None,
     progress: BatchProgressFn | None = None,
+    tta: bool = False,
 ) -> BatchReport:
     """Upscale every image of ``inputs`` into ``out_dir``; one bad file never stops it.
 
@@ -315,6 +317,8 @@ def run_batch(
             under torchrun each share is split again between its processes.
         env: environment to read torchrun's variables from (default: os.environ).
         progress: called on this thread after each tile and each file.
+        tta: self-ensemble over the 8 flips and rotations of each image (8 times
+            the work; see :mod:`sruc.core.ensemble`).
 
     Returns:
         The report; its ``exit_code`` is 1 if any file failed or the batch
@@ -341,12 +345,12 @@ def run_batch(
         shard=share,
     )
     pm = prepare_model(model, device=batch_device(device, env), precision=precision, scale=scale)
-    pm.loaded.check_scale(scale)
-    check_tile(tile, pm.loaded.radius)  # once, not once per image
+    upscaler = Upscaler(pm, tile=tile, tta=tta)
+    upscaler.prepared(scale)  # the scale, tile and --tta checked once, not once per image
     report = _report_for(items, pm, scale, share)
     work = [i for i in items if i.status == PENDING]
     _make_folder(out_dir)
-    run = _Run(pm, scale, tile, quality, overwrite, max_pixels, progress, total=len(work))
+    run = _Run(pm, scale, tile, quality, overwrite, max_pixels, progress, len(work), upscaler)
     run.start(items)
     _execute(run, work, report, started)
     return report

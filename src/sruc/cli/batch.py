@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from sruc.cli.options import CONTEXT, SCALE, load_model_for_cli, weights_options
+from sruc.cli.options import CONTEXT, SCALE, load_model_for_cli, tta_option, weights_options
 from sruc.cli.progress import Display
 from sruc.engine.launch import rank_prefix
 from sruc.engine.precision import PRECISIONS
@@ -95,6 +95,7 @@ def _summary(report: Any, scale: float) -> str:
     help="Process share K of N (1-based) of the files, e.g. one per machine. Under torchrun "
     "each process also takes its RANK's share.",
 )  # fmt: skip
+@tta_option
 @weights_options
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the report (every file) as JSON on stdout."
@@ -115,6 +116,7 @@ def batch(
     tile: int | None,
     max_pixels: int | None,
     shard: str | None,
+    tta: bool,
     sha256: str | None,
     cache_dir: Path | None,
     offline: bool,
@@ -170,6 +172,7 @@ def batch(
                 max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
                 shard=share,
                 progress=progress,
+                tta=tta,
             )
         except BatchInterrupted as e:
             report, interrupted = e.report, True

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from sruc.cli.options import CONTEXT
+from sruc.cli.options import CONTEXT, tta_option
 from sruc.cli.progress import Display
 
 #: Width of the table when stderr is not a terminal (a log, a CI job): wide
@@ -46,6 +46,7 @@ def _console() -> Any:
     help="Tile edge in pixels; 0 disables tiling. Scores do not depend on it. "
     "[default: chosen from free memory]",
 )  # fmt: skip
+@tta_option
 @click.option("--no-ssim", is_flag=True, help="Leave SSIM out of the report.")
 @click.option("--per-image", is_flag=True, help="Add a table row for every image.")
 @click.option(
@@ -58,6 +59,7 @@ def bench(
     scales: str,
     device: str,
     tile: int | None,
+    tta: bool,
     no_ssim: bool,
     per_image: bool,
     as_json: bool,
@@ -89,6 +91,7 @@ def bench(
             tile=tile,
             with_ssim=not no_ssim,
             progress=display.bar("bench"),
+            tta=tta,
         )
     if not quiet:
         _console().print(table(report, per_image=per_image))

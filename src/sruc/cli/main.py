@@ -23,7 +23,7 @@ from typing import Any
 import click
 
 from sruc import __version__
-from sruc.cli.options import CONTEXT, SCALE, load_model_for_cli, weights_options
+from sruc.cli.options import CONTEXT, SCALE, load_model_for_cli, tta_option, weights_options
 from sruc.cli.progress import Display
 from sruc.engine.precision import PRECISIONS
 from sruc.errors import SrucError, Stopped
@@ -100,6 +100,7 @@ def _default_output(src: Path, scale: float) -> Path:
     "--max-pixels", type=click.IntRange(min=1), default=None,
     help="Largest input accepted, in pixels. [default: 89478485, Pillow's limit]",
 )  # fmt: skip
+@tta_option
 @weights_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def up(
@@ -113,6 +114,7 @@ def up(
     quality: int | None,
     overwrite: bool,
     max_pixels: int | None,
+    tta: bool,
     sha256: str | None,
     cache_dir: Path | None,
     offline: bool,
@@ -146,6 +148,7 @@ def up(
             max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
             progress=progress,
             precision=precision,
+            tta=tta,
         )
     if not quiet:
         (w0, h0), (w1, h1) = result.input_size, result.output_size

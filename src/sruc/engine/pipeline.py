@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,11 +25,12 @@ import torch
 from PIL import Image
 
 from sruc.core.color import rgb_to_ycbcr, ycbcr_to_rgb
+from sruc.core.ensemble import self_ensemble
 from sruc.core.resize import imresize, output_size
 from sruc.core.tiling import ProgressFn, check_tile, default_batch, default_tile, run_tiled
 from sruc.engine import memory
 from sruc.engine.prepared import ModelSpec, PreparedModel, prepare_model
-from sruc.errors import DeviceError, ModelError
+from sruc.errors import DeviceError, ModelError, SrucWarning
 from sruc.files import images
 from sruc.files.images import Picture
 from sruc.scales import check_scale
@@ -68,6 +70,8 @@ class Upscaler:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see :mod:`sruc.engine.precision`).
         tile: tile edge in pixels; 0 disables tiling; None picks one per image.
+        tta: self-ensemble: average the network over the 8 flips and rotations
+            of its input (:mod:`sruc.core.ensemble`; 8 times the work).
         cache_dir, offline, sha256: where the weights may come from (see
             :func:`sruc.zoo.registry.load_model`).
 
@@ -84,6 +88,7 @@ class Upscaler:
         device: str | torch.device = "auto",
         precision: str = "auto",
         tile: int | None = None,
+        tta: bool = False,
         cache_dir: str | os.PathLike[str] | None = None,
         offline: bool | None = None,
         sha256: str | None = None,
@@ -92,6 +97,7 @@ class Upscaler:
         self.device = device
         self.precision = precision
         self.tile = tile
+        self.tta = tta
         self._load = {"cache_dir": cache_dir, "offline": offline, "sha256": sha256}
         self._prepared: dict[str | None, PreparedModel] = {}  # by weights file (None: one)
 
@@ -115,6 +121,7 @@ class Upscaler:
         else:
             lm = load_model(model, scale=scale, **self._load)  # type: ignore[arg-type]
         check_tile(self.tile, lm.radius)  # once per model, before any image
+        check_tta(lm, self.tta)
         if isinstance(model, PreparedModel):
             return model
         return prepare_model(lm, device=self.device, precision=self.precision)
@@ -135,7 +142,7 @@ class Upscaler:
     ) -> Picture:
         """Upscale a decoded picture (see :func:`upscale_picture`)."""
         scale = check_scale(scale)
-        return _upscale(self.prepared(scale), pic, scale, self.tile, progress)
+        return _upscale(self.prepared(scale), pic, scale, self.tile, progress, self.tta)
 
     def upscale(
         self,
@@ -150,7 +157,7 @@ class Upscaler:
         scale = check_scale(scale)
         pm = self.prepared(scale)
         pic = _as_picture(image, max_pixels)
-        return _upscale(pm, pic, scale, self.tile, progress).to_pil()
+        return _upscale(pm, pic, scale, self.tile, progress, self.tta).to_pil()
 
     def upscale_file(
         self,
@@ -172,7 +179,7 @@ class Upscaler:
         pic = images.read_image(src, max_pixels)
         if on_start is not None:
             on_start(pic)
-        out = _upscale(pm, pic, scale, self.tile, progress)
+        out = _upscale(pm, pic, scale, self.tile, progress, self.tta)
         images.write_image(out, dst, quality=quality, overwrite=overwrite)
         return UpscaleResult(
             output=dst,
@@ -194,6 +201,17 @@ def _as_picture(image: ImageInput, max_pixels: int | None) -> Picture:
     return images.read_image(image, max_pixels)
 
 
+def check_tta(lm: LoadedModel, tta: bool) -> None:
+    """Warn that ``tta`` does nothing for a model that runs no network (bicubic)."""
+    if tta and lm.identity:
+        warnings.warn(
+            f"--tta does nothing with {lm.name}: it runs no network, so every "
+            "orientation gives the same image",
+            SrucWarning,
+            stacklevel=3,
+        )
+
+
 def run_model(
     pm: PreparedModel,
     x: torch.Tensor,
@@ -201,25 +219,39 @@ def run_model(
     bits: int = 8,
     tile: int | None = None,
     progress: ProgressFn | None = None,
+    tta: bool = False,
 ) -> torch.Tensor:
     """Run a prepared network on ``(1, C, H, W)`` float32 ``x``, tiled; same shape out.
 
     The tile comes from the device when ``tile`` is None (free memory on
     CUDA, :data:`sruc.core.tiling.CPU_TILE` on CPUs), and on CUDA several tiles
-    run per forward pass.
+    run per forward pass. With ``tta``, the mean over the 8 flips and rotations
+    of ``x`` (:func:`sruc.core.ensemble.self_ensemble`), each pass tiled alike.
     """
     net, precision = pm.runner(bits)
     per_value = 4 if precision == "fp32" else 2
-    h, w = x.shape[-2], x.shape[-1]
     r = pm.loaded.radius
-    if tile is None:
-        tile = default_tile(pm.device, h, w, r, channels=x.shape[1], bytes_per_value=per_value)
-    batch = default_batch(pm.device, tile, r, channels=x.shape[1], bytes_per_value=per_value)
-    return run_tiled(net, x, radius=r, tile=tile, device=pm.device, progress=progress, batch=batch)
+
+    def one(x: torch.Tensor, progress: ProgressFn | None) -> torch.Tensor:
+        h, w = x.shape[-2], x.shape[-1]
+        size = tile
+        if size is None:
+            size = default_tile(pm.device, h, w, r, channels=x.shape[1], bytes_per_value=per_value)
+        batch = default_batch(pm.device, size, r, channels=x.shape[1], bytes_per_value=per_value)
+        return run_tiled(
+            net, x, radius=r, tile=size, device=pm.device, progress=progress, batch=batch
+        )
+
+    return self_ensemble(one, x, progress) if tta else one(x, progress)
 
 
 def _upscale(
-    pm: PreparedModel, pic: Picture, scale: float, tile: int | None, progress: ProgressFn | None
+    pm: PreparedModel,
+    pic: Picture,
+    scale: float,
+    tile: int | None,
+    progress: ProgressFn | None,
+    tta: bool = False,
 ) -> Picture:
     """The core, on checked arguments: bicubic, the network on Y, bicubic chroma, merge."""
     out_h, out_w = output_size(pic.height, scale), output_size(pic.width, scale)
@@ -227,7 +259,7 @@ def _upscale(
     if pm.device.type == "cpu":
         memory.check_fits(out_w, out_h, channels, scale)
     try:
-        return _compute(pm, pic, scale, tile, progress, (out_h, out_w))
+        return _compute(pm, pic, scale, tile, progress, (out_h, out_w), tta)
     except (MemoryError, RuntimeError) as e:
         if not memory.out_of_memory(e):
             raise
@@ -244,6 +276,7 @@ def _compute(
     tile: int | None,
     progress: ProgressFn | None,
     out_size: tuple[int, int],
+    tta: bool = False,
 ) -> Picture:
     out_h, out_w = out_size
     with torch.inference_mode():
@@ -253,10 +286,12 @@ def _compute(
         if pm.loaded.identity:
             color = up[0]
         elif pic.is_gray:
-            color = run_model(pm, up, bits=pic.bits, tile=tile, progress=progress)[0]
+            color = run_model(pm, up, bits=pic.bits, tile=tile, progress=progress, tta=tta)[0]
         else:
             ycc = rgb_to_ycbcr(up)
-            y = run_model(pm, ycc[:, :1].contiguous(), bits=pic.bits, tile=tile, progress=progress)
+            y = run_model(
+                pm, ycc[:, :1].contiguous(), bits=pic.bits, tile=tile, progress=progress, tta=tta
+            )
             color = ycbcr_to_rgb(torch.cat([y, ycc[:, 1:]], dim=1))[0]
         if not bool(torch.isfinite(color).all()):  # clamp would hide it as black or white
             raise ModelError(
@@ -279,6 +314,7 @@ def upscale_picture(
     tile: int | None = None,
     progress: ProgressFn | None = None,
     precision: str = "auto",
+    tta: bool = False,
 ) -> Picture:
     """Upscale a decoded picture; the core of :func:`upscale`.
 
@@ -292,8 +328,9 @@ def upscale_picture(
         tile: tile edge in pixels; 0 disables tiling; None picks one.
         progress: called with (tiles done, tiles total).
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see :func:`prepare_model`).
+        tta: self-ensemble over the 8 flips and rotations (8 times the work).
     """
-    up = _shared(model, device, precision, tile)
+    up = _shared(model, device, precision, tile, tta)
     return up.upscale_picture(pic, scale, progress=progress)
 
 
@@ -307,6 +344,7 @@ def upscale(
     max_pixels: int | None = images.DEFAULT_MAX_PIXELS,
     progress: ProgressFn | None = None,
     precision: str = "auto",
+    tta: bool = False,
 ) -> Image.Image:
     """Upscale an image file or Pillow image and return a Pillow image.
 
@@ -320,7 +358,7 @@ def upscale(
         >>> import sruc
         >>> sruc.upscale("photo.jpg", 3).save("photo_x3.png")  # doctest: +SKIP
     """
-    up = _shared(model, device, precision, tile)
+    up = _shared(model, device, precision, tile, tta)
     return up.upscale(image, scale, max_pixels=max_pixels, progress=progress)
 
 
@@ -338,12 +376,13 @@ def upscale_file(
     progress: ProgressFn | None = None,
     on_start: Callable[[Picture], None] | None = None,
     precision: str = "auto",
+    tta: bool = False,
 ) -> UpscaleResult:
     """Upscale ``src`` into ``dst``, checking everything cheap before the work.
 
     The output is written atomically; the input is never overwritten.
     """
-    up = _shared(model, device, precision, tile)
+    up = _shared(model, device, precision, tile, tta)
     return up.upscale_file(
         src,
         dst,
@@ -363,7 +402,7 @@ _SHARED_LOCK = threading.Lock()
 
 
 def _shared(
-    model: ModelSpec, device: str | torch.device, precision: str, tile: int | None
+    model: ModelSpec, device: str | torch.device, precision: str, tile: int | None, tta: bool
 ) -> Upscaler:
     """An Upscaler for these arguments, reused across calls where that is safe.
 
@@ -374,7 +413,7 @@ def _shared(
     not cached.
     """
     if not isinstance(model, str | os.PathLike):
-        return Upscaler(model, device=device, precision=precision, tile=tile)
+        return Upscaler(model, device=device, precision=precision, tile=tile, tta=tta)
     text = os.fspath(model)
     try:
         st = os.stat(text)
@@ -383,10 +422,10 @@ def _shared(
         stamp = (text,)
     # Where the weights come from is part of the key, so a changed cache or mirror is used.
     where = tuple(os.environ.get(v) for v in (ENV_CACHE_DIR, ENV_OFFLINE, ENV_BASE_URL))
-    key = (*stamp, *where, str(device), precision, tile)
+    key = (*stamp, *where, str(device), precision, tile, tta)
     with _SHARED_LOCK:
         up = _SHARED.pop(key, None) or Upscaler(
-            model, device=device, precision=precision, tile=tile
+            model, device=device, precision=precision, tile=tile, tta=tta
         )
         _SHARED[key] = up
         while len(_SHARED) > _SHARED_SIZE:
@@ -400,6 +439,7 @@ __all__ = [
     "PreparedModel",
     "UpscaleResult",
     "Upscaler",
+    "check_tta",
     "prepare_model",
     "run_model",
     "upscale",

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from sruc import archs
+from sruc.core.ensemble import self_ensemble
 from sruc.core.protocol import YModel, evaluate_image
 from sruc.core.tiling import check_tile, run_tiled
 from sruc.engine.device import resolve_device, tune_cpu_allocator
@@ -169,12 +170,16 @@ def _resolve_all(specs: Sequence[ModelSpec], scales: Sequence[int]) -> list[_Can
 # --------------------------------------------------------------------------- the run
 
 
-def _runner(net: nn.Module, radius: int, tile: int | None, device: torch.device) -> YModel:
-    def run(x: torch.Tensor) -> torch.Tensor:
+def _runner(
+    net: nn.Module, radius: int, tile: int | None, device: torch.device, tta: bool
+) -> YModel:
+    def run(x: torch.Tensor, progress: object = None) -> torch.Tensor:
         # Tiles overlap by the receptive radius, so tiled and whole-image
         # results are the same: the tile size cannot change a score.
         return run_tiled(net, x, radius=radius, tile=tile, device=device)
 
+    if tta:
+        return lambda x: self_ensemble(run, x)
     return run
 
 
@@ -187,6 +192,7 @@ def bench(
     tile: int | None = None,
     with_ssim: bool = True,
     progress: BenchProgress | None = None,
+    tta: bool = False,
 ) -> BenchReport:
     """Score ``models`` and bicubic on folders of ground-truth images, by the papers' protocol.
 
@@ -208,6 +214,9 @@ def bench(
         with_ssim: measure and report SSIM (False saves most of the time).
         progress: called with (steps done, steps total, label) after each
             image, scale and model.
+        tta: score every model by its self-ensemble over the 8 flips and
+            rotations (:mod:`sruc.core.ensemble`; 8 times the work; bicubic
+            is unchanged by it).
 
     Returns:
         The scores, per image and averaged per set, scale and model.
@@ -233,7 +242,7 @@ def bench(
     cands = _resolve_all(models, scale_list)
     for lm in (lm for c in cands for lm in c.at.values()):
         check_tile(tile, lm.radius)
-    runners = _runners(cands, tile, dev)
+    runners = _runners(cands, tile, dev, tta)
     results = _empty_results(sets, scale_list, cands)
     runs_per_image = {s: 1 + sum(s in c.at for c in cands) for s in scale_list}
     total = sum(len(es.images) for es in sets) * sum(runs_per_image.values())
@@ -250,12 +259,13 @@ def bench(
         device=str(dev),
         tile=tile,
         with_ssim=with_ssim,
+        tta=tta,
         seconds=time.perf_counter() - start,
     )
 
 
 def _runners(
-    cands: Sequence[_Candidate], tile: int | None, dev: torch.device
+    cands: Sequence[_Candidate], tile: int | None, dev: torch.device, tta: bool
 ) -> dict[tuple[int, int], YModel]:
     """What runs model ``i`` at scale ``s``, by ``(i, s)``; each weights file moved
     to the device once."""
@@ -265,7 +275,7 @@ def _runners(
         for s, lm in cand.at.items():
             if id(lm) not in prepared:  # one move to the device per weights file
                 prepared[id(lm)] = lm.module.to(dev).eval()
-            runners[(i, s)] = _runner(prepared[id(lm)], lm.radius, tile, dev)
+            runners[(i, s)] = _runner(prepared[id(lm)], lm.radius, tile, dev, tta)
     return runners
 
 

@@ -161,6 +161,7 @@ class BenchReport:
         tile: the tile edge asked for (None: chosen per image; 0: untiled).
         with_ssim: whether SSIM was measured.
         seconds: wall time of the whole run.
+        tta: whether the models ran as self-ensembles (``--tta``).
     """
 
     sets: list[EvalSet]
@@ -171,6 +172,7 @@ class BenchReport:
     tile: int | None
     with_ssim: bool
     seconds: float = 0.0
+    tta: bool = False
 
     def result(self, set_name: str, scale: int) -> SetResult:
         """The result for one set (by name) and scale.
@@ -195,6 +197,7 @@ class BenchReport:
             "device": self.device,
             "tile": self.tile,
             "ssim": self.with_ssim,
+            "tta": self.tta,
             "scales": list(self.scales),
             "models": [
                 {"name": "bicubic", "arch": "bicubic", "trained_scales": None},
