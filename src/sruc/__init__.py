@@ -7,6 +7,7 @@ The library API::
     up = sruc.Upscaler("vdsr")                            # prepared once, for many images
     up.upscale("a.jpg", 3); up.upscale("b.jpg", 2.5)
     sruc.upscale_file("photo.jpg", "photo_x3.png", 3, model="srcnn")
+    sruc.upscale("photo.jpg", sruc.TargetSize(width=1920))  # a size, not a scale
     sruc.psnr("hr.png", "sr.png", shave=3)                # Y-channel PSNR in dB
 
 Heavy modules (torch) are imported on first use, so ``import sruc`` and
@@ -34,6 +35,7 @@ from sruc.errors import (
 __version__ = "0.1.0.dev0"
 
 _LAZY = {
+    "TargetSize": "sruc.scales",
     "Upscaler": "sruc.engine.pipeline",
     "UpscaleResult": "sruc.engine.pipeline",
     "upscale": "sruc.engine.pipeline",
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from sruc.engine.pipeline import Upscaler, upscale, upscale_file, upscale_picture
     from sruc.files.images import read_image, write_image
     from sruc.measure.quality import compare, psnr, ssim
+    from sruc.scales import TargetSize
     from sruc.zoo.registry import load_model
 
 
@@ -75,6 +78,7 @@ __all__ = [
     "SrucError",
     "SrucWarning",
     "Stopped",
+    "TargetSize",
     "UpscaleResult",
     "Upscaler",
     "UsageError",

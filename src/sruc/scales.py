@@ -14,7 +14,8 @@ entry points check the values once (:func:`check_scale`,
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from sruc.errors import UsageError
 
@@ -98,4 +99,101 @@ def parse_scale_list(text: str, option: str = "--scale") -> list[float]:
     return numbers
 
 
-__all__ = ["MAX_SCALE", "check_protocol_scales", "check_scale", "parse_scale_list"]
+@dataclass(frozen=True)
+class TargetSize:
+    """An output size asked for instead of a scale (``--width``, ``--height``, ``--fit``).
+
+    With one side the other follows the aspect ratio, as MATLAB's
+    ``imresize(A, [NaN W])`` does (``ceil`` of the other side times the scale);
+    with both, the image fits inside ``width x height`` with its aspect ratio
+    kept, touching at least one side. Either way the scale is what sruc runs at
+    (see :meth:`resolve`).
+    """
+
+    width: int | None = None
+    height: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.width is None and self.height is None:
+            raise UsageError("give a width, a height or both")
+        for name, value in (("width", self.width), ("height", self.height)):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(
+                    f"--{name} must be a whole number of pixels above 0, got {value!r}"
+                )
+
+    def resolve(self, in_w: int, in_h: int) -> tuple[float, int, int]:
+        """``(scale, out_w, out_h)`` for an ``in_w x in_h`` image.
+
+        Raises:
+            UsageError: the size would shrink the image, or needs more than MAX_SCALE.
+        """
+        ratios = []
+        if self.width is not None:
+            ratios.append((self.width / in_w, "width", self.width, in_w))
+        if self.height is not None:
+            ratios.append((self.height / in_h, "height", self.height, in_h))
+        scale, side, want, have = min(ratios)
+        if scale <= 1:
+            raise UsageError(
+                f"--{side} {want} is not larger than the image ({in_w}x{in_h}); sruc only enlarges"
+            )
+        if scale > MAX_SCALE:
+            raise UsageError(
+                f"--{side} {want} needs x{scale:.4g} of the image's {have}-pixel {side} "
+                f"({in_w}x{in_h}): at most x{MAX_SCALE}"
+            )
+        if side == "width":
+            return scale, want, _side(in_h, scale)
+        return scale, _side(in_w, scale), want
+
+    def label(self) -> str:
+        """For file names: ``1920w``, ``1080h`` or ``1920x1080``."""
+        if self.height is None:
+            return f"{self.width}w"
+        if self.width is None:
+            return f"{self.height}h"
+        return f"{self.width}x{self.height}"
+
+
+def _side(length: int, scale: float) -> int:
+    from sruc.core.resize import output_size
+
+    return output_size(length, scale)
+
+
+def parse_size(text: str, option: str = "--fit") -> TargetSize:
+    """``"1920x1080"`` as a :class:`TargetSize`.
+
+    Raises:
+        UsageError: not two whole numbers above 0 joined by ``x``.
+    """
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        w, h = (int(p) for p in parts)
+    except ValueError:
+        raise UsageError(
+            f"{option} must be WIDTHxHEIGHT in pixels, such as 1920x1080, got {text!r}"
+        ) from None
+    if w < 1 or h < 1:
+        raise UsageError(f"{option} must be two whole numbers above 0, got {text!r}")
+    return TargetSize(w, h)
+
+
+def nearest_scale(scales: Sequence[float], scale: float) -> float:
+    """The one of ``scales`` nearest ``scale`` (the larger on a tie: the final
+    resize then shrinks, which keeps detail, rather than enlarges)."""
+    return min(scales, key=lambda s: (abs(s - scale), -s))
+
+
+__all__ = [
+    "MAX_SCALE",
+    "TargetSize",
+    "check_protocol_scales",
+    "check_scale",
+    "nearest_scale",
+    "parse_scale_list",
+    "parse_size",
+]

@@ -23,7 +23,15 @@ from typing import Any
 import click
 
 from sruc import __version__
-from sruc.cli.options import CONTEXT, SCALE, load_model_for_cli, tta_option, weights_options
+from sruc.cli.options import (
+    CONTEXT,
+    SCALE,
+    load_model_for_cli,
+    size_options,
+    target_for_cli,
+    tta_option,
+    weights_options,
+)
 from sruc.cli.progress import Display
 from sruc.engine.precision import PRECISIONS
 from sruc.errors import SrucError, Stopped
@@ -62,18 +70,21 @@ def cli() -> None:
     """
 
 
-def _default_output(src: Path, scale: float) -> Path:
+def _default_output(src: Path, target: Any) -> Path:
+    """``photo_x3.jpg`` for a scale, ``photo_1920w.jpg`` for a TargetSize."""
     from sruc.files.images import FORMATS
 
     ext = src.suffix.lower() if src.suffix.lower() in FORMATS else ".png"
-    return src.with_name(f"{src.stem}_x{scale:g}{ext}")
+    label = f"x{target:g}" if isinstance(target, float) else target.label()
+    return src.with_name(f"{src.stem}_{label}{ext}")
 
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("input", type=click.Path(path_type=Path))
 @click.option(
-    "-s", "--scale", type=SCALE, default=2.0, show_default=True, help="Upscaling factor, in (1, 8]."
+    "-s", "--scale", type=SCALE, default=None, help="Upscaling factor, in (1, 8]. [default: 2]"
 )
+@size_options
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), default=None,
     help="Output file; its extension picks the format. [default: INPUT_x{scale}.ext]",
@@ -105,7 +116,10 @@ def _default_output(src: Path, scale: float) -> Path:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def up(
     input: Path,
-    scale: float,
+    scale: float | None,
+    width: int | None,
+    height: int | None,
+    fit: str | None,
     output: Path | None,
     model: str,
     device: str,
@@ -127,19 +141,23 @@ def up(
       sruc up photo.jpg -s 3 -o photo_x3.png
       sruc up scan.tif -s 2 --model runs/vdsr/best.pt --device cuda
       sruc up photo.jpg -s 3 --model https://host/best.pt --sha256 HEX
+      sruc up photo.jpg --width 1920 -o photo_1920.png
+      sruc up photo.jpg --fit 3840x2160
     """
     from sruc.engine.pipeline import upscale_file
     from sruc.files.images import DEFAULT_MAX_PIXELS, check_output
 
-    dst = output if output is not None else _default_output(input, scale)
+    target = target_for_cli(scale, width, height, fit)
+    dst = output if output is not None else _default_output(input, target)
     check_output(dst, overwrite=overwrite, inputs=(input,))  # before any download
     with Display(not quiet) as display:
-        loaded = load_model_for_cli(model, scale, cache_dir, offline, sha256, display)
-        progress = display.bar(f"{input.name} x{scale:g}", unit="tiles")
+        loaded = load_model_for_cli(model, target, cache_dir, offline, sha256, display)
+        label = f"x{target:g}" if isinstance(target, float) else target.label()
+        progress = display.bar(f"{input.name} {label}", unit="tiles")
         result = upscale_file(
             input,
             dst,
-            scale,
+            target,
             model=loaded,
             device=device,
             tile=tile,
@@ -153,8 +171,9 @@ def up(
     if not quiet:
         (w0, h0), (w1, h1) = result.input_size, result.output_size
         _say(
-            f"wrote {result.output} ({w0}x{h0} -> {w1}x{h1}, {result.model} x{scale:g} "
-            f"on {result.device}, {result.precision}, {result.seconds:.1f} s)"
+            f"wrote {result.output} ({w0}x{h0} -> {w1}x{h1}, {result.model} "
+            f"x{result.scale:.4g} on {result.device}, {result.precision}, "
+            f"{result.seconds:.1f} s)"
         )
 
 
@@ -218,11 +237,13 @@ def _fmt_db(value: float) -> str:
 # --- registered commands: one line each, keep sorted ---
 from sruc.cli.batch import batch as _batch  # noqa: E402
 from sruc.cli.bench import bench as _bench  # noqa: E402
+from sruc.cli.export import export as _export  # noqa: E402
 from sruc.cli.models import models as _models  # noqa: E402
 from sruc.cli.train import train as _train  # noqa: E402
 
 cli.add_command(_batch)
 cli.add_command(_bench)
+cli.add_command(_export)
 cli.add_command(_models)
 cli.add_command(_train)
 # --- end of registered commands ---

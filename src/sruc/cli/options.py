@@ -69,6 +69,46 @@ def tta_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)  # fmt: skip
 
 
+def size_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--width``, ``--height`` and ``--fit``: an output size instead of ``-s``."""
+    f = click.option(
+        "--fit", metavar="WxH", default=None,
+        help="Fit inside WxH pixels, aspect ratio kept, instead of -s.",
+    )(f)  # fmt: skip
+    f = click.option(
+        "--height", type=click.IntRange(min=1), default=None,
+        help="Output height in pixels (aspect ratio kept) instead of -s.",
+    )(f)  # fmt: skip
+    return click.option(
+        "--width", type=click.IntRange(min=1), default=None,
+        help="Output width in pixels (aspect ratio kept) instead of -s.",
+    )(f)  # fmt: skip
+
+
+def target_for_cli(
+    scale: float | None, width: int | None, height: int | None, fit: str | None
+) -> Any:
+    """``-s`` or the size options as one target: a float scale (2 when none is given)
+    or a :class:`sruc.scales.TargetSize`.
+
+    Raises:
+        click.UsageError: contradictory options (``-s`` with a size, ``--fit`` with
+            ``--width``/``--height``).
+    """
+    from sruc.scales import TargetSize, parse_size
+
+    if scale is not None and (width or height or fit):
+        given = "--width" if width else "--height" if height else "--fit"
+        raise click.UsageError(f"give -s or {given}, not both: the size decides the scale")
+    if fit is not None and (width or height):
+        raise click.UsageError("give --fit WxH, or --width and/or --height, not both")
+    if fit is not None:
+        return parse_size(fit)
+    if width or height:
+        return TargetSize(width, height)
+    return 2.0 if scale is None else scale
+
+
 def offline_flag(offline: bool) -> bool | None:
     """``--offline`` for the library: True, or None to let ``SRUC_OFFLINE`` decide."""
     return True if offline else None
@@ -76,15 +116,23 @@ def offline_flag(offline: bool) -> bool | None:
 
 def load_model_for_cli(
     model: str,
-    scale: float,
+    scale: Any,
     cache_dir: Path | None,
     offline: bool,
     sha256: str | None,
     display: Display,
-) -> LoadedModel:
-    """Resolve ``--model`` with the weights options, with a download bar if one is needed."""
-    from sruc.zoo.registry import load_model
+) -> LoadedModel | str:
+    """Resolve ``--model`` with the weights options, with a download bar if one is needed.
 
+    ``scale`` picks the file of a per-scale group (SRCNN); with a target size the
+    scale is known only once the image is read, so such a group is returned by
+    name, for the library to load the file it needs (its files are bundled)."""
+    from sruc.zoo.registry import group_scales, load_model
+
+    if not isinstance(scale, float):
+        if group_scales(model):
+            return model
+        scale = None
     return load_model(
         model,
         scale=scale,
@@ -101,6 +149,8 @@ __all__ = [
     "cache_options",
     "load_model_for_cli",
     "offline_flag",
+    "size_options",
+    "target_for_cli",
     "tta_option",
     "weights_options",
 ]

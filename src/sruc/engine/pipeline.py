@@ -33,13 +33,15 @@ from sruc.engine.prepared import ModelSpec, PreparedModel, prepare_model
 from sruc.errors import DeviceError, ModelError, SrucWarning
 from sruc.files import images
 from sruc.files.images import Picture
-from sruc.scales import check_scale
+from sruc.scales import TargetSize, check_scale, nearest_scale
 from sruc.zoo.cache import ENV_CACHE_DIR
 from sruc.zoo.download import ENV_BASE_URL
 from sruc.zoo.hub import ENV_OFFLINE
 from sruc.zoo.registry import DEFAULT_MODEL, LoadedModel, load_model
 
 ImageInput = str | os.PathLike[str] | Image.Image | Picture
+#: How much larger: a factor in (1, 8], or an output size (``TargetSize(width=1920)``).
+Scale = float | TargetSize
 
 
 @dataclass
@@ -110,6 +112,35 @@ class Upscaler:
         pm.loaded.check_scale(scale)
         return pm
 
+    def network_scale(self, scale: float) -> float:
+        """The scale the network runs at for an output ``scale`` times the input's size:
+        ``scale`` itself for a multi-scale model (VDSR, bicubic), the nearest trained
+        scale for a per-scale one (SRCNN; its output is then resized to the exact size
+        by the protocol's bicubic). Loads a model file to read its scales."""
+        if isinstance(self.model, str | os.PathLike):
+            from sruc.zoo import registry
+
+            trained = registry.group_scales(os.fspath(self.model))
+            if trained is not None:
+                return nearest_scale(trained, scale) if trained else scale
+        pm = self._prepared.get(None)
+        if pm is None:
+            pm = self._prepared[None] = self._prepare(scale)
+        lm = pm.loaded
+        if lm.identity or lm.multiscale or not lm.scales:
+            return scale
+        return nearest_scale(lm.scales, scale)
+
+    def _plan(
+        self, pic: Picture, scale: Scale
+    ) -> tuple[PreparedModel, float, tuple[int, int] | None]:
+        """The prepared model, the scale and (for a TargetSize) the output ``(h, w)``."""
+        if isinstance(scale, TargetSize):
+            factor, out_w, out_h = scale.resolve(pic.width, pic.height)
+            return self.prepared(self.network_scale(factor)), factor, (out_h, out_w)
+        factor = check_scale(scale)
+        return self.prepared(factor), factor, None
+
     def _prepare(self, scale: float) -> PreparedModel:
         model = self.model
         if isinstance(model, PreparedModel):
@@ -138,32 +169,32 @@ class Upscaler:
         return None
 
     def upscale_picture(
-        self, pic: Picture, scale: float, *, progress: ProgressFn | None = None
+        self, pic: Picture, scale: Scale, *, progress: ProgressFn | None = None
     ) -> Picture:
         """Upscale a decoded picture (see :func:`upscale_picture`)."""
-        scale = check_scale(scale)
-        return _upscale(self.prepared(scale), pic, scale, self.tile, progress, self.tta)
+        pm, factor, size = self._plan(pic, scale)
+        return _upscale(pm, pic, factor, self.tile, progress, self.tta, size)
 
     def upscale(
         self,
         image: ImageInput,
-        scale: float,
+        scale: Scale,
         *,
         max_pixels: int | None = images.DEFAULT_MAX_PIXELS,
         progress: ProgressFn | None = None,
     ) -> Image.Image:
         """Upscale an image file, Pillow image or picture; a Pillow image back (see
         :func:`upscale`)."""
-        scale = check_scale(scale)
-        pm = self.prepared(scale)
+        if not isinstance(scale, TargetSize):
+            self.prepared(check_scale(scale))  # the model's problems before decoding
         pic = _as_picture(image, max_pixels)
-        return _upscale(pm, pic, scale, self.tile, progress, self.tta).to_pil()
+        return self.upscale_picture(pic, scale, progress=progress).to_pil()
 
     def upscale_file(
         self,
         src: str | os.PathLike[str],
         dst: str | os.PathLike[str],
-        scale: float,
+        scale: Scale,
         *,
         quality: int | None = None,
         overwrite: bool = False,
@@ -173,20 +204,23 @@ class Upscaler:
     ) -> UpscaleResult:
         """Upscale ``src`` into ``dst`` (see :func:`upscale_file`)."""
         started = time.perf_counter()
-        scale = check_scale(scale)
+        if not isinstance(scale, TargetSize):
+            scale = check_scale(scale)
         dst = images.check_output(dst, overwrite=overwrite, inputs=(src,))
-        pm = self.prepared(scale)
+        if not isinstance(scale, TargetSize):
+            self.prepared(scale)  # the model's problems before decoding
         pic = images.read_image(src, max_pixels)
+        pm, factor, size = self._plan(pic, scale)
         if on_start is not None:
             on_start(pic)
-        out = _upscale(pm, pic, scale, self.tile, progress, self.tta)
+        out = _upscale(pm, pic, factor, self.tile, progress, self.tta, size)
         images.write_image(out, dst, quality=quality, overwrite=overwrite)
         return UpscaleResult(
             output=dst,
             input_size=(pic.width, pic.height),
             output_size=(out.width, out.height),
             model=pm.loaded.name,
-            scale=scale,
+            scale=factor,
             device=str(pm.device),
             seconds=time.perf_counter() - started,
             precision=pm.runner(pic.bits)[1],
@@ -252,14 +286,17 @@ def _upscale(
     tile: int | None,
     progress: ProgressFn | None,
     tta: bool = False,
+    size: tuple[int, int] | None = None,
 ) -> Picture:
-    """The core, on checked arguments: bicubic, the network on Y, bicubic chroma, merge."""
-    out_h, out_w = output_size(pic.height, scale), output_size(pic.width, scale)
+    """The core, on checked arguments: bicubic, the network on Y, bicubic chroma, merge.
+
+    ``size``: the output ``(h, w)`` of a TargetSize (else the MATLAB size of ``scale``)."""
+    out_h, out_w = size or (output_size(pic.height, scale), output_size(pic.width, scale))
     channels = int(pic.color.shape[0]) + (pic.alpha is not None)
     if pm.device.type == "cpu":
         memory.check_fits(out_w, out_h, channels, scale)
     try:
-        return _compute(pm, pic, scale, tile, progress, (out_h, out_w), tta)
+        return _compute(pm, pic, scale, tile, progress, (out_h, out_w), tta, size is not None)
     except (MemoryError, RuntimeError) as e:
         if not memory.out_of_memory(e):
             raise
@@ -277,22 +314,37 @@ def _compute(
     progress: ProgressFn | None,
     out_size: tuple[int, int],
     tta: bool = False,
+    sized: bool = False,
 ) -> Picture:
     out_h, out_w = out_size
+    lm = pm.loaded
+    # A per-scale model (SRCNN) asked for a size runs at its nearest trained scale;
+    # its Y is then resized to the size, and the chroma made at the size directly.
+    exact = not sized or lm.identity or lm.multiscale or not lm.scales
+    net_scale = scale if exact else nearest_scale(lm.scales, scale)
+
+    def resize(t: torch.Tensor) -> torch.Tensor:
+        return imresize(t, size=out_size) if sized else imresize(t, scale)
+
     with torch.inference_mode():
-        up = imresize(pic.color[None], scale)  # (1, C, H', W'), C = 1 or 3
-        assert up.shape[-2:] == (out_h, out_w)
-        alpha = imresize(pic.alpha[None], scale)[0].clamp_(0, 1) if pic.alpha is not None else None
-        if pm.loaded.identity:
-            color = up[0]
+        target = resize(pic.color[None])  # (1, C, H', W'), C = 1 or 3
+        assert target.shape[-2:] == (out_h, out_w)
+        up = target if exact else imresize(pic.color[None], net_scale)
+        alpha = resize(pic.alpha[None])[0].clamp_(0, 1) if pic.alpha is not None else None
+
+        def network(x: torch.Tensor) -> torch.Tensor:
+            y = run_model(pm, x, bits=pic.bits, tile=tile, progress=progress, tta=tta)
+            return y if exact else imresize(y, size=out_size)
+
+        if lm.identity:
+            color = target[0]
         elif pic.is_gray:
-            color = run_model(pm, up, bits=pic.bits, tile=tile, progress=progress, tta=tta)[0]
+            color = network(up)[0]
         else:
             ycc = rgb_to_ycbcr(up)
-            y = run_model(
-                pm, ycc[:, :1].contiguous(), bits=pic.bits, tile=tile, progress=progress, tta=tta
-            )
-            color = ycbcr_to_rgb(torch.cat([y, ycc[:, 1:]], dim=1))[0]
+            y = network(ycc[:, :1].contiguous())
+            chroma = ycc[:, 1:] if exact else rgb_to_ycbcr(target)[:, 1:]
+            color = ycbcr_to_rgb(torch.cat([y, chroma], dim=1))[0]
         if not bool(torch.isfinite(color).all()):  # clamp would hide it as black or white
             raise ModelError(
                 f"{pm.loaded.name} produced NaN or infinite values ({pm.precision} on "
@@ -307,7 +359,7 @@ def _compute(
 
 def upscale_picture(
     pic: Picture,
-    scale: float,
+    scale: Scale,
     *,
     model: ModelSpec = DEFAULT_MODEL,
     device: str | torch.device = "auto",
@@ -321,7 +373,10 @@ def upscale_picture(
     Args:
         pic: the decoded image.
         scale: upscaling factor in (1, 8]; fractional scales work with
-            multi-scale models (VDSR, bicubic).
+            multi-scale models (VDSR, bicubic). Or a :class:`~sruc.scales.TargetSize`
+            (``TargetSize(width=1920)``): VDSR and bicubic run at that exact scale,
+            SRCNN at its nearest trained scale followed by the protocol's bicubic
+            to the exact size.
         model: registry name, checkpoint path, nn.Module, loaded model, or a
             :class:`PreparedModel` (then ``device`` and ``precision`` are its own).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
@@ -336,7 +391,7 @@ def upscale_picture(
 
 def upscale(
     image: ImageInput,
-    scale: float,
+    scale: Scale,
     *,
     model: ModelSpec = DEFAULT_MODEL,
     device: str | torch.device = "auto",
@@ -365,7 +420,7 @@ def upscale(
 def upscale_file(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
-    scale: float,
+    scale: Scale,
     *,
     model: ModelSpec = DEFAULT_MODEL,
     device: str | torch.device = "auto",
@@ -437,6 +492,7 @@ __all__ = [
     "ImageInput",
     "ModelSpec",
     "PreparedModel",
+    "Scale",
     "UpscaleResult",
     "Upscaler",
     "check_tta",

@@ -44,6 +44,7 @@ __all__ = [
     "fetch",
     "file_path",
     "find",
+    "group_scales",
     "known_names",
     "load_model",
     "lookup",
@@ -144,6 +145,16 @@ def lookup(name: str) -> list[Weights]:
     if not rows:
         raise _unknown(name)
     return rows
+
+
+def group_scales(name: str) -> list[float] | None:
+    """The scales a registry name has files for: ``[]`` for a multi-scale group (one
+    file for every scale), the sorted scales of a per-scale group, None for a name
+    the registry does not hold (a file, a URL)."""
+    rows = find(name)
+    if not rows:
+        return None
+    return [] if _multiscale(rows[0].arch) else _all_scales(rows)
 
 
 def select(name: str, scale: float | None = None) -> Weights:
