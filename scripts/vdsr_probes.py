@@ -11,8 +11,10 @@ mean Y-PSNR over x2/x3/x4 of the last validation.
 
 Runs go to RUNS (default runs/probes, which git ignores), one folder each, and
 resume where they stopped when the script is started again; the table of
-results is RUNS/probes.json, rewritten after every probe. Order: the controls
-first (two seeds, for the noise), then the candidates.
+results is RUNS/probes.json, rewritten after every probe. Order: the control,
+the two changes against dying ReLUs (no biases, a lower peak lr), a fine-tune of
+the control with and without --revive, the control with a second seed (the
+noise), then the other candidates.
 """
 
 from __future__ import annotations
@@ -61,6 +63,52 @@ def base(name: str, **changes: Any) -> TrainConfig:
     return dataclasses.replace(cfg, **changes)
 
 
+def dead_units(checkpoint_path: Path, images: list[torch.Tensor]) -> dict[str, int]:
+    """ReLU channels never (``dead``) or almost never (``rare``: < 1% of pixels)
+    positive on ``images`` (network inputs), over all hidden layers."""
+    from sruc.zoo import checkpoint
+
+    net = checkpoint.load(checkpoint_path).build().eval()
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)][:-1]
+    peak: list[torch.Tensor | None] = [None] * len(convs)
+    share: list[torch.Tensor | None] = [None] * len(convs)
+
+    def hook(i: int) -> Any:
+        def keep(_m: Any, _inp: Any, out: torch.Tensor) -> None:
+            a = torch.relu(out)
+            top, on = a.amax(dim=(0, 2, 3)), (a > 0).float().mean(dim=(0, 2, 3))
+            old, seen = peak[i], share[i]
+            peak[i] = top if old is None else torch.maximum(old, top)
+            share[i] = on if seen is None else seen + on
+
+        return keep
+
+    handles = [c.register_forward_hook(hook(i)) for i, c in enumerate(convs)]
+    with torch.no_grad():
+        for x in images:
+            net(x)
+    for h in handles:
+        h.remove()
+    dead = sum(int((p <= 0).sum()) for p in peak if p is not None)
+    rare = sum(int((s / len(images) < 0.01).sum()) for s in share if s is not None)
+    return {"dead": dead, "rare": rare, "units": sum(c.out_channels for c in convs)}
+
+
+def probe_inputs(count: int = 6) -> list[torch.Tensor]:
+    """Network inputs (x2/x3/x4 bicubic of the 8-bit LR) of a few training images."""
+    from sruc.core.protocol import degrade, interpolate, luma, modcrop
+    from sruc.files.images import read_image
+    from sruc.train.data import list_files
+
+    found = []
+    for path in list_files(Path(DATA))[:count]:
+        hr_all = luma(read_image(path).color * 255)
+        for s in (2, 3, 4):
+            hr = modcrop(hr_all, s)
+            found.append((interpolate(degrade(hr, s), tuple(hr.shape[-2:])) / 255).float()[None])
+    return found
+
+
 def score(name: str) -> dict[str, Any] | None:
     path = RUNS / name / "metrics.jsonl"
     if not path.exists():
@@ -85,6 +133,7 @@ def run(name: str, cfg: TrainConfig, results: dict[str, Any], note: str) -> None
     train(cfg)
     result = score(name) or {}
     result.update(note=note, minutes=round((time.monotonic() - started) / 60, 1))
+    result.update(dead_units(RUNS / name / "last.pt", probe_inputs()))
     results[name] = result
     (RUNS / "probes.json").write_text(json.dumps(results, indent=2) + "\n")
 
@@ -97,6 +146,29 @@ def main() -> None:
     pixels = BATCH * PATCH * PATCH
     probes: list[tuple[str, dict[str, Any], str]] = [
         ("control", {}, "adam defaults"),
+        ("bias-free", {"model_config": {"width": 32, "bias": False}}, "no biases (as the port)"),
+        ("lr3e-4", {"lr": 3e-4}, "peak lr 3e-4 instead of 1e-3"),
+        (
+            "finetune",
+            {
+                "init": str(RUNS / "control" / "last.pt"),
+                "steps": STEPS * 2 // 5,
+                "lr": 3e-4,
+                "val_every": STEPS // 5,
+            },
+            "the control's weights, 400 more steps at peak lr 3e-4",
+        ),
+        (
+            "finetune-revive",
+            {
+                "init": str(RUNS / "control" / "last.pt"),
+                "steps": STEPS * 2 // 5,
+                "lr": 3e-4,
+                "revive": 0.01,
+                "val_every": STEPS // 5,
+            },
+            "the same with the channels active on < 1% of the pixels revived first",
+        ),
         ("control-seed1", {"seed": 1}, "the control with another seed: the noise"),
         ("l1", {"loss": "l1"}, "L1 loss (EDSR)"),
         ("patch96", {"patch_size": 96, "batch_size": round(pixels / 96**2)}, "96x96 patches"),

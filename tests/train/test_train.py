@@ -7,6 +7,7 @@ a minute on two CPU cores, the two-process Gloo run included.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -22,7 +23,7 @@ from PIL import Image
 from helpers import smooth_rgb
 from sruc.cli import main
 from sruc.engine.fused import conv_relu_op
-from sruc.errors import SrucWarning
+from sruc.errors import OutputError, SrucWarning
 from sruc.train import RECIPES, TrainConfig, train
 from sruc.train.data import PatchCache
 from sruc.train.plot import nice_ticks
@@ -625,7 +626,86 @@ def test_runs_of_older_versions_still_resume(images: Path, tmp_path: Path) -> No
     out = tmp_path / "old"
     train(tiny_config(images, out, stop_after=2))
     state = torch.load(out / "state.pt", weights_only=True)
-    for key in ("clip", "loss", "sampling"):
+    for key in ("clip", "loss", "sampling", "revive"):
         del state["run"][key]
     torch.save(state, out / "state.pt")
     assert train(tiny_config(images, out)).resumed_from == 2
+
+
+# --------------------------------------------------------------------------- --revive
+
+
+def _dormant_vdsr() -> torch.nn.Module:
+    """A small VDSR with a few hidden channels that never fire (bias far below zero)."""
+    from sruc.archs.vdsr import VDSR
+
+    torch.manual_seed(0)
+    net = VDSR(depth=4, width=8).eval()
+    with torch.no_grad():
+        net.body[0].bias[[1, 5]] = -100.0  # layer 1: channels 1 and 5 dead
+        net.body[2].bias[3] = -100.0  # layer 2: channel 3 dead
+    return net
+
+
+def test_revive_keeps_the_function_and_wakes_the_dormant_channels() -> None:
+    from sruc.train.revive import activity, revive
+
+    net = _dormant_vdsr()
+    x = [torch.rand(2, 1, 24, 24) for _ in range(3)]
+    before = [net(t) for t in x]
+    shares = activity(net, x)
+    assert [int((s == 0).sum()) for s in shares] == [2, 1, 0]
+    done = revive(net, x, 1e-9, torch.Generator().manual_seed(0))  # the dead ones only
+    assert done.per_layer == (2, 1, 0) and done.count == 3 and done.units == 24
+    for t, want in zip(x, before, strict=True):  # the revived channels feed nothing yet
+        assert torch.equal(net(t), want)
+    assert all(int((s == 0).sum()) == 0 for s in activity(net, x))  # and they fire again
+    assert float(net.body[0].bias[1].detach()) == 0.0
+    assert not net.body[2].weight[:, [1, 5]].detach().any()
+
+
+def test_revive_is_reproducible_and_checks_its_threshold() -> None:
+    from sruc.train.revive import revive
+
+    x = [torch.rand(2, 1, 24, 24)]
+    a, b = _dormant_vdsr(), _dormant_vdsr()
+    revive(a, x, 0.01, torch.Generator().manual_seed(3))
+    revive(b, x, 0.01, torch.Generator().manual_seed(3))
+    pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    assert all(torch.equal(p, q) for p, q in pairs)
+    with pytest.raises(ValueError, match="threshold"):
+        revive(a, x, 0.0)
+
+
+def test_train_revive_starts_from_the_same_function(images: Path, tmp_path: Path) -> None:
+    first = train(tiny_config(images, tmp_path / "a", steps=2, val_every=2))
+    cfg = tiny_config(images, tmp_path / "b", init=str(first.last), model_config={},
+                      steps=2, stop_after=1, lr=1e-12, revive=0.5)  # fmt: skip
+    events: list[str] = []
+    train(cfg, progress=lambda e: events.append(e.message) if e.kind == "start" else None)
+    assert any("revived" in m for m in events)
+    lines = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    revived = [x for x in lines if x["kind"] == "revive"]
+    assert len(revived) == 1 and revived[0]["units"] == 16
+    # Resuming repeats the option; another value is another run.
+    assert train(dataclasses.replace(cfg, stop_after=None)).resumed_from == 1
+    with pytest.raises(OutputError, match="revive"):
+        train(dataclasses.replace(cfg, revive=0.25))
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--revive", "0.01"], "--revive re-initialises the dormant channels of --init"),
+        (["--revive", "-0.1", "--init", "vdsr"], "--revive must be a share of pixels"),
+        (["--revive", "1", "--init", "vdsr"], "--revive must be a share of pixels"),
+    ],
+)
+def test_revive_bad_input(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args, words
+) -> None:  # fmt: skip
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, "train", images, "--out", out, *TINY, "--steps", "1",
+                            *FAST, *args)  # fmt: skip
+    assert code == 2 and stdout == "" and err.count("\n") == 1 and words in err, err
+    assert not out.exists()

@@ -58,6 +58,7 @@ class TrainConfig:
     loss: str | None = None  # a key of LOSSES; None: the recipe's
     sampling: str | None = None  # a key of SAMPLINGS; None: the recipe's
     ema: float = 0.0  # decay of a moving average of the weights, validated and saved (0: off)
+    revive: float = 0.0  # with init: re-initialise ReLU channels active on < this share (0: off)
     # (switched on or changed when resuming, the average starts at that step's weights)
 
     def resolved(self) -> dict[str, Any]:
@@ -86,6 +87,7 @@ class TrainConfig:
             "clip": self.clip if self.clip is not None else recipe.clip,
             "loss": self.loss or recipe.loss,
             "sampling": self.sampling or recipe.sampling,
+            "revive": self.revive,
         }  # not `ema`: the average never steers training, so it may change on resume
 
 
@@ -202,6 +204,14 @@ def check_config(cfg: TrainConfig) -> None:
         raise UsageError(f"--ema must be in [0, 1), e.g. 0.999 (0: off), got {cfg.ema}")
     if not cfg.save_every_minutes > 0:
         raise UsageError(f"--save-every-minutes must be positive, got {cfg.save_every_minutes}")
+    if not (math.isfinite(cfg.revive) and 0 <= cfg.revive < 1):
+        raise UsageError(
+            f"--revive must be a share of pixels in [0, 1), e.g. 0.01 (0: off); got {cfg.revive:g}"
+        )
+    if cfg.revive and cfg.init is None:
+        raise UsageError(
+            "--revive re-initialises the dormant channels of --init weights; add --init"
+        )
     if cfg.clip is not None and not (math.isfinite(cfg.clip) and cfg.clip > 0):
         raise UsageError(f"--clip must be a positive gradient norm, e.g. 0.4; got {cfg.clip:g}")
     if cfg.loss is not None and cfg.loss not in LOSSES:
@@ -222,4 +232,9 @@ def build_network(arch: str, config: dict[str, Any]) -> nn.Module:
 def legacy_run_defaults(old: dict[str, Any]) -> dict[str, Any]:
     """What a run recorded before these keys existed meant (runs of older sruc versions)."""
     paper = old.get("recipe") in ("vdsr-paper", "srcnn-paper")
-    return {"clip": None, "loss": "euclidean" if paper else "mse", "sampling": "random"}
+    return {
+        "clip": None,
+        "loss": "euclidean" if paper else "mse",
+        "sampling": "random",
+        "revive": 0.0,
+    }

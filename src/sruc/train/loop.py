@@ -42,6 +42,7 @@ from sruc.train.data import ImageSet, PatchCache, drop_overlap, load_images, spl
 from sruc.train.distributed import check_replicas, setup_distributed
 from sruc.train.model import InitWeights, Trainee, build_trainee, load_init
 from sruc.train.recipes import loss_fn
+from sruc.train.revive import revive
 from sruc.train.session import Session, SessionData, checkpoint_meta, start_message, train_result
 from sruc.train.state import (
     RunRecord,
@@ -58,6 +59,9 @@ from sruc.train.stopping import Interrupt, time_to_stop
 from sruc.train.validate import bicubic_psnr, evaluate, mean, validation_images
 
 __all__ = ["TrainConfig", "TrainEvent", "TrainResult", "evaluate", "train"]
+
+#: --revive measures which channels are dormant on this many of the run's first batches.
+REVIVE_BATCHES = 4
 
 
 def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
@@ -101,9 +105,11 @@ def _train(s: Session, start_weights: InitWeights | None) -> TrainResult:
     # The model, optimiser and schedule; then the saved state, if any.
     seed_everything(s.cfg.seed)
     trainee = build_trainee(s.cfg, s.run, s.recipe, s.device, start_weights)
+    revived = _revive(s, cache, trainee) if state is None and s.run["revive"] else ""
     record = restore(state, trainee, s.cfg.ema) if state is not None else RunRecord()
     trainee.distribute(s.ddp.world_size, s.device)
-    s.emit(TrainEvent("start", start, s.steps, message=start_message(s, data, trainee, start)))
+    message = start_message(s, data, trainee, start) + revived
+    s.emit(TrainEvent("start", start, s.steps, message=message))
 
     done = _loop(s, data, trainee, record, start)
 
@@ -116,6 +122,25 @@ def _train(s: Session, start_weights: InitWeights | None) -> TrainResult:
     result = train_result(s, data, record, start, done)
     s.emit(TrainEvent("done", done, s.steps, val_psnr=result.best_psnr or None))
     return result
+
+
+def _revive(s: Session, cache: PatchCache, t: Trainee) -> str:
+    """--revive: give the dormant channels of the starting weights a second start,
+    measured on the run's first batches (the same on every rank: the run stays
+    reproducible and the replicas equal)."""
+    inputs = [
+        cache.batch(step, s.run["batch_size"])[0].to(s.device, memory_format=t.fmt)
+        for step in range(REVIVE_BATCHES)
+    ]
+    gen = torch.Generator().manual_seed(s.cfg.seed)
+    done = revive(t.net, inputs, s.run["revive"], gen)
+    if s.ddp.main:
+        line = {"kind": "revive", "step": 0, "per_layer": list(done.per_layer), "units": done.units}
+        append_jsonl(s.out / "metrics.jsonl", line)
+    return (
+        f"; revived {done.count} of {done.units} channels (active on under "
+        f"{s.run['revive']:.2%} of the pixels of the first {REVIVE_BATCHES} batches)"
+    )
 
 
 def _load_images(s: Session) -> tuple[ImageSet, ImageSet, int]:
