@@ -37,6 +37,11 @@ from sruc.files.metadata import dropping_oversized_chunks
 
 #: Pillow formats sruc reads and writes as animations.
 ANIMATED_FORMATS = frozenset({"GIF", "WEBP", "PNG"})
+#: Formats whose frames are an animation when there are several (AVIF sequences are
+#: read; written only as GIF, WebP or APNG). Other multi-frame files are not
+#: animations: a multi-page TIFF, an MPO (a camera JPEG with a preview), a HEIC
+#: burst give their first (primary) image, as before.
+_READ_ANIMATED = ANIMATED_FORMATS | {"AVIF"}
 #: Frame duration used when a file gives none, in milliseconds (what browsers show).
 DEFAULT_DURATION_MS = 100
 #: APNG disposal codes (``dispose_op``) by name.
@@ -100,7 +105,7 @@ def probe(
 def _probe(path: Path, max_pixels: int | None) -> Animation | None:
     im = images.open_image(path)
     try:
-        if im.format not in ANIMATED_FORMATS and not getattr(im, "is_animated", False):
+        if im.format not in _READ_ANIMATED or not getattr(im, "is_animated", False):
             return None
         try:
             n = int(getattr(im, "n_frames", 1))

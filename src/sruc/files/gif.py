@@ -11,6 +11,14 @@ global colour table.
 
 GIF transparency is one palette entry: pixels whose alpha is under
 :data:`ALPHA_THRESHOLD` become that entry, the rest are opaque.
+
+Frames come whole (each the full picture at its moment) and Pillow writes each
+as the rectangle that changed, drawn over what the previous frame's disposal
+left. That is exact while no pixel turns from opaque to transparent; a GIF
+cannot draw transparency over an opaque pixel, so when one does (a sprite that
+moves, or the edge of an upscaled alpha), every frame is written with disposal
+"background" (cleared after it is shown), the one choice that shows each frame
+exactly; otherwise the source's disposal is kept.
 """
 
 from __future__ import annotations
@@ -22,8 +30,13 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-#: Pixels sampled, from all frames together, to choose the palette.
-PALETTE_SAMPLE = 1 << 20
+#: Pixels sampled, evenly from all frames together, to choose the palette. Median cut
+#: plus :data:`KMEANS` refinement passes on 32k pixels take about 0.3-0.6 s (more
+#: samples gain little: on 1 MP of a noisy test image the mean error was 7.86 from 16k
+#: samples and 7.75 from 256k, which took 17 s).
+PALETTE_SAMPLE = 1 << 15
+#: Pillow's k-means passes after median cut: mean error 9.3 -> 7.8 on that image.
+KMEANS = 2
 #: Alpha (0..255) under which a pixel is transparent in the GIF.
 ALPHA_THRESHOLD = 128
 #: GIF disposal codes by name (1: leave the frame, 2: clear to background,
@@ -57,13 +70,28 @@ def palette_for(frames: Sequence[np.ndarray], colors: int = 256) -> list[tuple[i
     if len(sample) == 0:
         return [(0, 0, 0)]
     unique = np.unique(sample, axis=0)
-    if len(unique) <= colors:  # exact: no colour is lost
+    if step == 1 and len(unique) <= colors:  # every pixel seen: no colour is lost
         return [tuple(int(v) for v in c) for c in unique]  # type: ignore[misc]
     im = Image.fromarray(sample[None, :, :])
-    q = im.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    q = im.quantize(
+        colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE, kmeans=KMEANS
+    )
     used = sorted({int(i) for i in np.unique(np.asarray(q))})
     pal = q.getpalette() or []
     return [(pal[3 * i], pal[3 * i + 1], pal[3 * i + 2]) for i in used]
+
+
+def _uncovers(frames: Sequence[np.ndarray]) -> bool:
+    """Whether some pixel is opaque in one frame and transparent in the next."""
+    previous = None
+    for f in frames:
+        clear = (
+            f[:, :, -1] < ALPHA_THRESHOLD if f.shape[2] in (2, 4) else np.zeros(f.shape[:2], bool)
+        )
+        if previous is not None and bool((clear & ~previous).any()):
+            return True
+        previous = clear
+    return False
 
 
 def _unused_color(colors: Sequence[tuple[int, int, int]]) -> tuple[int, int, int]:
@@ -92,6 +120,8 @@ def encode(
     n = len(frames)
     transparent = any(f.shape[2] in (2, 4) and bool((f[:, :, -1] < ALPHA_THRESHOLD).any())
                       for f in frames)  # fmt: skip
+    if transparent and _uncovers(frames):
+        disposal = ["background"] * n
     colors = palette_for(frames, 255 if transparent else 256)
     # Quantising maps to the nearest of these entries only (the palette's size
     # is honoured), so no opaque pixel can land on the transparent entry.
@@ -136,4 +166,4 @@ def encode(
     return buffer.getvalue()
 
 
-__all__ = ["ALPHA_THRESHOLD", "DISPOSAL", "PALETTE_SAMPLE", "encode", "palette_for"]
+__all__ = ["ALPHA_THRESHOLD", "DISPOSAL", "KMEANS", "PALETTE_SAMPLE", "encode", "palette_for"]
