@@ -80,7 +80,10 @@ def _summary(report: Any, scale: float) -> str:
     show_default=True, help="Output format; same: the input's where sruc writes it, else png.",
 )  # fmt: skip
 @click.option(
-    "--quality", type=click.IntRange(1, 100), default=None, help="JPEG/WebP quality. [default: 95]"
+    "--quality",
+    type=click.IntRange(1, 100),
+    default=None,
+    help="JPEG/WebP/AVIF/HEIC quality. [default: 95]",
 )
 @click.option(
     "--tile", type=click.IntRange(min=0), default=None,

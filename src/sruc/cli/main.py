@@ -104,7 +104,10 @@ def _default_output(src: Path, target: Any) -> Path:
     help="Tile edge in pixels; 0 disables tiling. [default: chosen from free memory]",
 )  # fmt: skip
 @click.option(
-    "--quality", type=click.IntRange(1, 100), default=None, help="JPEG/WebP quality. [default: 95]"
+    "--quality",
+    type=click.IntRange(1, 100),
+    default=None,
+    help="JPEG/WebP/AVIF/HEIC quality. [default: 95]",
 )
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
 @click.option(

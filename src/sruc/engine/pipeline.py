@@ -217,9 +217,11 @@ class Upscaler:
         if not isinstance(scale, TargetSize):
             scale = check_scale(scale)
         dst = images.check_output(dst, overwrite=overwrite, inputs=(src,))
+        anim = animation.probe(src, max_pixels)  # the header only: no frame decoded
+        if anim is not None:  # before the model: an output that cannot hold it is refused
+            animation.check_output_format(anim, images.output_format(dst))
         if not isinstance(scale, TargetSize):
             self.prepared(scale)  # the model's problems before decoding
-        anim = animation.probe(src, max_pixels)
         if anim is not None:
             return self.upscale_animation(
                 anim,
