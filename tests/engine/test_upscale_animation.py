@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-from helpers import run_cli, smooth_rgb
+from helpers import many_frame_gif, run_cli, smooth_rgb
 from sruc.engine.pipeline import Upscaler, upscale_file
 from sruc.files import animation
 from sruc.files.animation import Frame
@@ -165,6 +165,13 @@ def test_up_bad_animations_are_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert run.code == 1 and run.err.count("\n") == 1, run.err
     assert "4 frames" in run.err and "--max-pixels" in run.err
     assert not (tmp_path / "o1.gif").exists() and not (tmp_path / "o2.gif").exists()
+    many = tmp_path / "many.gif"
+    many_frame_gif(many, 10_000)  # 10,000 frames of 4x4: each small, too many in all
+    run = run_cli(capsys, "up", many, "-m", "bicubic", "-o", tmp_path / "o3.gif",
+                  "--max-pixels", "100000")  # fmt: skip
+    assert run.code == 1 and run.err.count("\n") == 1, run.err
+    assert "10,000 frames of 4x4 = 160,000 pixels" in run.err
+    assert not (tmp_path / "o3.gif").exists()
 
 
 def test_library_upscale_of_an_animation_warns_first_frame(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
-from helpers import smooth_rgb
+from helpers import many_frame_gif, smooth_rgb
 from sruc.errors import InputError, UsageError
 from sruc.files import animation, gif, images
 from sruc.files.animation import Frame
@@ -192,19 +192,6 @@ def test_zero_frame_gif_is_one_clear_line(tmp_path: Path) -> None:
         animation.probe(src)
     with pytest.raises(InputError, match="no frames"):
         images.read_image(src)
-
-
-def many_frame_gif(path: Path, n: int) -> None:
-    """A GIF of ``n`` 4x4 frames, made by repeating one encoded frame (fast)."""
-    ims = [Image.new("P", (4, 4), i) for i in range(2)]
-    for im in ims:
-        im.putpalette([0, 0, 0, 255, 255, 255])
-    buf = io.BytesIO()
-    ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], duration=20, loop=0)
-    data = buf.getvalue()
-    second = data.rindex(b"\x21\xf9")  # the second frame's control extension
-    frame = data[second:-1]
-    path.write_bytes(data[:-1] + frame * (n - 2) + b";")
 
 
 def test_max_pixels_counts_every_frame(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

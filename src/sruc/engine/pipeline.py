@@ -562,7 +562,11 @@ def upscale_file(
 ) -> UpscaleResult:
     """Upscale ``src`` into ``dst``, checking everything cheap before the work.
 
-    The output is written atomically; the input is never overwritten.
+    The output is written atomically; the input is never overwritten. An
+    animated GIF, WebP or APNG keeps every frame, its timing, loop count,
+    disposal and transparency when ``dst`` is ``.gif``, ``.webp`` or ``.png``
+    (see :meth:`Upscaler.upscale_animation`); ``progress`` then counts frames,
+    and ``max_pixels`` counts the pixels of every frame.
     """
     up = _shared(model, device, precision, tile, tta)
     return up.upscale_file(

@@ -147,8 +147,8 @@ def check_output_format(anim: Animation, fmt: str) -> None:
     """
     if fmt not in ANIMATED_FORMATS:
         raise UsageError(
-            f"{anim.path.name} is animated ({anim.frames} frames) and {fmt} holds one image; "
-            "write .gif, .webp or .png (APNG) to keep the animation"
+            f"{anim.path.name} is animated ({anim.frames} frames) and sruc writes {fmt} as "
+            "one image; write .gif, .webp or .png (APNG) to keep the animation"
         )
 
 
