@@ -191,7 +191,8 @@ class Upscaler:
         if not isinstance(scale, TargetSize):
             self.prepared(check_scale(scale))  # the model's problems before decoding
         pic = _as_picture(image, max_pixels)
-        if isinstance(image, str | os.PathLike) and animation.probe(image, max_pixels):
+        # No pixel limit here: only the first frame, already decoded, is upscaled.
+        if isinstance(image, str | os.PathLike) and animation.probe(image, None):
             warnings.warn(
                 f"{image} is animated: only its first frame is upscaled here; "
                 "upscale_file keeps every frame",
