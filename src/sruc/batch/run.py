@@ -264,6 +264,8 @@ class _Run:
         except Exception as e:  # one bad image never stops the batch
             self.position += 1
             self.finish(item, FAILED, _one_line(item, e))
+            if _disk_full(e):  # an animation, written here: a full disk stops the batch
+                raise _DiskFull(item.error) from e
         return None
 
     def run(
