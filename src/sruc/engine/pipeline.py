@@ -338,9 +338,11 @@ def _chain(first: Frame, rest: Iterator[Frame]) -> Iterator[Frame]:
     yield from rest
 
 
-#: Bytes a held output pixel costs while an animation is encoded: sruc's 8-bit
-#: RGBA copy and the encoder's own (palette or RGBA) copy.
-_HELD_BYTES_PER_PIXEL = 8
+#: Bytes a held output pixel (of every frame) costs while an animation is encoded:
+#: sruc's 8-bit RGBA copy and the encoder's own copies. Measured peak memory per
+#: extra 512x512 frame: 5.7 B/pixel for WebP, 7.1 for GIF, 10.8 for APNG
+#: (docs/EXPERIMENTS.md, "Animations: memory").
+_HELD_BYTES_PER_PIXEL = 12
 
 
 def _check_frames_fit(out_w: int, out_h: int, frames: int, scale: float) -> None:
