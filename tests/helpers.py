@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,21 @@ def smooth_rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
     )
     base += rng.normal(0, 12, size=base.shape)
     return np.clip(np.round(base), 0, 255).astype(np.uint8)
+
+
+def many_frame_gif(path: Path, n: int) -> None:
+    """A GIF of ``n`` 4x4 frames, made by repeating one encoded frame (fast)."""
+    from PIL import Image
+
+    ims = [Image.new("P", (4, 4), i) for i in range(2)]
+    for im in ims:
+        im.putpalette([0, 0, 0, 255, 255, 255])
+    buf = io.BytesIO()
+    ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], duration=20, loop=0)
+    data = buf.getvalue()
+    second = data.rindex(b"\x21\xf9")  # the second frame's control extension
+    frame = data[second:-1]
+    path.write_bytes(data[:-1] + frame * (n - 2) + b";")
 
 
 @dataclass

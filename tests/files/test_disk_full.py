@@ -43,6 +43,17 @@ def test_up_reports_the_failed_write_and_leaves_nothing(tmp_path: Path, ext: str
     assert sorted(p.name for p in tmp_path.iterdir()) == ["little.png"]  # no output, no .part
 
 
+@pytest.mark.parametrize("ext", ["gif", "webp", "png"])
+def test_animations_too(tmp_path: Path, ext: str) -> None:
+    frames = [noisy(i) for i in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], loop=0)
+    out = tmp_path / f"out.{ext}"
+    run = _sruc("up", tmp_path / "anim.gif", "-s", "4", "--model", "bicubic", "-o", out)
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.strip() == f"error: cannot write {out}: File too large"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["anim.gif"]
+
+
 def test_16_bit_outputs_too(tmp_path: Path) -> None:
     from sruc.files.highdepth import write_png16
 

@@ -29,7 +29,7 @@ from sruc.scales import check_scale
 
 #: Output formats by ``output_format`` name; ``same`` keeps the input's
 #: extension where sruc can write it and falls back to PNG.
-OUTPUT_FORMATS = ("same", "png", "jpg", "webp", "tif")
+OUTPUT_FORMATS = ("same", "png", "jpg", "webp", "tif", "gif", "avif")
 FALLBACK_EXTENSION = ".png"
 
 

@@ -166,6 +166,8 @@ class BatchProgress:
         item: the file that just got its final status (files failed or
             skipped while planning are reported once at the start), or None
             for a tile.
+        frames: ``(done, total)`` frames of the animation being upscaled, or None
+            (a still image).
     """
 
     total: int
@@ -174,6 +176,7 @@ class BatchProgress:
     megapixels: float
     elapsed: float
     item: BatchItem | None = None
+    frames: tuple[int, int] | None = None
 
 
 BatchProgressFn = Callable[[BatchProgress], None]

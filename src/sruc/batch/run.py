@@ -46,7 +46,8 @@ from sruc.batch.report import (
 )
 from sruc.engine.pipeline import ModelSpec, PreparedModel, Upscaler, prepare_model
 from sruc.errors import InputError, OutputError, SrucError, UsageError
-from sruc.files import images
+from sruc.files import animation, images
+from sruc.files.animation import Animation
 from sruc.files.images import Picture
 from sruc.scales import check_scale
 from sruc.zoo.registry import DEFAULT_MODEL
@@ -116,7 +117,12 @@ class _Run:
     finished: int = 0
     megapixels: float = 0.0
 
-    def emit(self, item: BatchItem | None = None, fraction: float = 0.0) -> None:
+    def emit(
+        self,
+        item: BatchItem | None = None,
+        fraction: float = 0.0,
+        frames: tuple[int, int] | None = None,
+    ) -> None:
         if self.progress is None:
             return
         self.progress(
@@ -127,6 +133,7 @@ class _Run:
                 megapixels=self.megapixels,
                 elapsed=time.perf_counter() - self.started,
                 item=item,
+                frames=frames,
             )
         )
 
@@ -144,9 +151,15 @@ class _Run:
                 self.emit(item)
 
     # Runs on an I/O thread.
-    def decode(self, item: BatchItem) -> tuple[Picture, float]:
+    def decode(self, item: BatchItem) -> tuple[Picture | Animation, float]:
+        """The decoded picture; for an animation, what its header says (its frames are
+        decoded one at a time on the main thread, see :meth:`animate`)."""
         t0 = time.perf_counter()
         try:
+            anim = animation.probe(item.source, self.max_pixels)
+            if anim is not None:
+                animation.check_output_format(anim, images.output_format(item.output))
+                return anim, time.perf_counter() - t0
             pic = images.read_image(item.source, self.max_pixels)
         except InputError as e:
             # A file whose name does not claim an image (README, a file with no
@@ -181,6 +194,33 @@ class _Run:
         self.megapixels += out.width * out.height / 1e6
         return out
 
+    def animate(self, item: BatchItem, anim: Animation) -> None:
+        """Upscale and write an animation, frame by frame, on this thread (its frames are
+        streamed through the model into the encoder, not queued for the I/O pool)."""
+
+        def frames(done: int, total: int) -> None:
+            self.emit(fraction=done / max(total, 1), frames=(done, total))
+
+        assert self.upscaler is not None
+        try:
+            item.output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot create folder {item.output.parent}: {e.strerror}") from e
+        result = self.upscaler.upscale_animation(
+            anim,
+            item.output,
+            self.scale,
+            quality=self.quality,
+            overwrite=self.overwrite,
+            progress=frames,
+        )
+        item.model_seconds = result.seconds
+        item.seconds += result.seconds
+        item.input_size, item.output_size = result.input_size, result.output_size
+        item.precision = result.precision
+        self.position += 1
+        self.megapixels += result.frames * result.output_size[0] * result.output_size[1] / 1e6
+
     def settle_write(self, item: BatchItem, fut: Future[float]) -> None:
         """Wait for one write and record it; raises _DiskFull after recording a full disk."""
         try:
@@ -205,11 +245,18 @@ class _Run:
             with contextlib.suppress(_DiskFull):
                 self.settle_write(*writes.popleft())
 
-    def through_model(self, item: BatchItem, fut: Future[tuple[Picture, float]]) -> Picture | None:
-        """``item``'s decoded picture upscaled; None when the file ends here (ignored, failed)."""
+    def through_model(
+        self, item: BatchItem, fut: Future[tuple[Picture | Animation, float]]
+    ) -> Picture | None:
+        """``item``'s decoded picture upscaled; None when the file ends here (ignored,
+        failed, or an animation, written here)."""
         try:
             pic, seconds = fut.result()
             item.seconds += seconds
+            if isinstance(pic, Animation):
+                self.animate(item, pic)
+                self.finish(item, DONE)
+                return None
             return self.upscale(item, pic)
         except _NotAnImage:
             self.position += 1
@@ -217,6 +264,8 @@ class _Run:
         except Exception as e:  # one bad image never stops the batch
             self.position += 1
             self.finish(item, FAILED, _one_line(item, e))
+            if _disk_full(e):  # an animation, written here: a full disk stops the batch
+                raise _DiskFull(item.error) from e
         return None
 
     def run(
@@ -227,7 +276,7 @@ class _Run:
         At most ``max_writes`` results wait to be written, and beyond the
         first no more than :data:`PENDING_WRITE_MEGAPIXELS` in all.
         """
-        decodes: dict[int, Future[tuple[Picture, float]]] = {}
+        decodes: dict[int, Future[tuple[Picture | Animation, float]]] = {}
         writes: deque[tuple[BatchItem, Future[float]]] = deque()
 
         def pending_mp() -> float:

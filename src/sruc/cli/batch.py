@@ -23,7 +23,7 @@ from sruc.errors import SrucError, Stopped
 
 # A literal copy of sruc.batch.plan.OUTPUT_FORMATS, so that `sruc --help` does not
 # import torch (a test checks they agree).
-FORMAT_CHOICES = ("same", "png", "jpg", "webp", "tif")
+FORMAT_CHOICES = ("same", "png", "jpg", "webp", "tif", "gif", "avif")
 
 
 class BatchFailed(SrucError):
@@ -80,7 +80,10 @@ def _summary(report: Any, scale: float) -> str:
     show_default=True, help="Output format; same: the input's where sruc writes it, else png.",
 )  # fmt: skip
 @click.option(
-    "--quality", type=click.IntRange(1, 100), default=None, help="JPEG/WebP quality. [default: 95]"
+    "--quality",
+    type=click.IntRange(1, 100),
+    default=None,
+    help="JPEG/WebP/AVIF/HEIC quality. [default: 95]",
 )
 @click.option(
     "--tile", type=click.IntRange(min=0), default=None,
@@ -152,6 +155,8 @@ def batch(
             if bar is not None:
                 rate = p.megapixels / p.elapsed if p.elapsed > 0 else 0.0
                 info = f"{p.finished} images  {rate:.2f} MP/s"
+                if p.frames is not None:  # inside an animation: its frames
+                    info += f"  frame {p.frames[0]}/{p.frames[1]}"
                 bar(p.position, max(p.total, 1), info=info)
 
         interrupted = False

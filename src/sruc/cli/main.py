@@ -104,7 +104,10 @@ def _default_output(src: Path, target: Any) -> Path:
     help="Tile edge in pixels; 0 disables tiling. [default: chosen from free memory]",
 )  # fmt: skip
 @click.option(
-    "--quality", type=click.IntRange(1, 100), default=None, help="JPEG/WebP quality. [default: 95]"
+    "--quality",
+    type=click.IntRange(1, 100),
+    default=None,
+    help="JPEG/WebP/AVIF/HEIC quality. [default: 95]",
 )
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
 @click.option(
@@ -143,6 +146,8 @@ def up(
       sruc up photo.jpg -s 3 --model https://host/best.pt --sha256 HEX
       sruc up photo.jpg --width 1920 -o photo_1920.png
       sruc up photo.jpg --fit 3840x2160
+      sruc up IMG_0042.heic -s 2 -o IMG_0042_x2.avif   (HEIC needs: pip install 'sruc[heif]')
+      sruc up anim.gif -s 2 -o anim_x2.gif             (every frame; also .webp, .png)
     """
     from sruc.engine.pipeline import upscale_file
     from sruc.files.images import DEFAULT_MAX_PIXELS, check_output
@@ -154,6 +159,11 @@ def up(
         loaded = load_model_for_cli(model, target, cache_dir, offline, sha256, display)
         label = f"x{target:g}" if isinstance(target, float) else target.label()
         progress = display.bar(f"{input.name} {label}", unit="tiles")
+
+        def on_start(pic: Any) -> None:  # an animation's bar counts frames
+            if progress is not None and pic.frames > 1:
+                progress(0, pic.frames, unit="frames")
+
         result = upscale_file(
             input,
             dst,
@@ -167,11 +177,13 @@ def up(
             progress=progress,
             precision=precision,
             tta=tta,
+            on_start=on_start,
         )
     if not quiet:
         (w0, h0), (w1, h1) = result.input_size, result.output_size
+        frames = f"{result.frames} frames, " if result.frames > 1 else ""
         _say(
-            f"wrote {result.output} ({w0}x{h0} -> {w1}x{h1}, {result.model} "
+            f"wrote {result.output} ({frames}{w0}x{h0} -> {w1}x{h1}, {result.model} "
             f"x{result.scale:.4g} on {result.device}, {result.precision}, "
             f"{result.seconds:.1f} s)"
         )

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-#: ``update(done, total, description=None, info=None)``: moves one bar.
+#: ``update(done, total, description=None, info=None, unit=None)``: moves one bar.
 BarUpdate = Callable[..., None]
 
 
@@ -96,17 +96,24 @@ class Display:
 
 
 class _Bar:
-    """One bar: ``bar(done, total=None, description=None, info="")``."""
+    """One bar: ``bar(done, total=None, description=None, info="", unit=None)``."""
 
     def __init__(self, progress: Any, task: Any) -> None:
         self.progress, self.task = progress, task
 
     def __call__(
-        self, done: int, total: int | None = None, description: str | None = None, info: str = ""
+        self,
+        done: int,
+        total: int | None = None,
+        description: str | None = None,
+        info: str = "",
+        unit: str | None = None,
     ) -> None:
         fields: dict[str, Any] = {"completed": done, "total": total, "info": info}
         if description is not None:
             fields["description"] = description
+        if unit is not None:  # what it counts changed (tiles -> frames for an animation)
+            fields["unit"] = unit
         self.progress.update(self.task, **fields)
 
 

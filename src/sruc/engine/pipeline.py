@@ -17,8 +17,9 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from dataclasses import replace as _replace
 from pathlib import Path
 
 import torch
@@ -31,7 +32,8 @@ from sruc.core.tiling import ProgressFn, check_tile, default_batch, default_tile
 from sruc.engine import memory
 from sruc.engine.prepared import ModelSpec, PreparedModel, prepare_model
 from sruc.errors import DeviceError, ModelError, SrucWarning
-from sruc.files import images
+from sruc.files import animation, images
+from sruc.files.animation import Animation, Frame
 from sruc.files.images import Picture
 from sruc.scales import TargetSize, check_scale, nearest_scale
 from sruc.zoo.cache import ENV_CACHE_DIR
@@ -56,6 +58,7 @@ class UpscaleResult:
     device: str
     seconds: float
     precision: str = "fp32"
+    frames: int = 1  # more than 1: an animation, every frame upscaled
 
 
 class Upscaler:
@@ -184,10 +187,18 @@ class Upscaler:
         progress: ProgressFn | None = None,
     ) -> Image.Image:
         """Upscale an image file, Pillow image or picture; a Pillow image back (see
-        :func:`upscale`)."""
+        :func:`upscale`). Of an animation, the first frame only (with a warning)."""
         if not isinstance(scale, TargetSize):
             self.prepared(check_scale(scale))  # the model's problems before decoding
         pic = _as_picture(image, max_pixels)
+        # No pixel limit here: only the first frame, already decoded, is upscaled.
+        if isinstance(image, str | os.PathLike) and animation.probe(image, None):
+            warnings.warn(
+                f"{image} is animated: only its first frame is upscaled here; "
+                "upscale_file keeps every frame",
+                SrucWarning,
+                stacklevel=2,
+            )
         return self.upscale_picture(pic, scale, progress=progress).to_pil()
 
     def upscale_file(
@@ -207,8 +218,22 @@ class Upscaler:
         if not isinstance(scale, TargetSize):
             scale = check_scale(scale)
         dst = images.check_output(dst, overwrite=overwrite, inputs=(src,))
+        anim = animation.probe(src, max_pixels)  # the header only: no frame decoded
+        if anim is not None:  # before the model: an output that cannot hold it is refused
+            animation.check_output_format(anim, images.output_format(dst))
         if not isinstance(scale, TargetSize):
             self.prepared(scale)  # the model's problems before decoding
+        if anim is not None:
+            return self.upscale_animation(
+                anim,
+                dst,
+                scale,
+                quality=quality,
+                overwrite=overwrite,
+                progress=progress,
+                on_start=on_start,
+                started=started,
+            )
         pic = images.read_image(src, max_pixels)
         pm, factor, size = self._plan(pic, scale)
         if on_start is not None:
@@ -224,6 +249,111 @@ class Upscaler:
             device=str(pm.device),
             seconds=time.perf_counter() - started,
             precision=pm.runner(pic.bits)[1],
+        )
+
+    # ----------------------------------------------------------------- animations
+
+    def upscale_frames(
+        self,
+        frames: Iterable[Frame],
+        scale: Scale,
+        *,
+        progress: ProgressFn | None = None,
+        total: int | None = None,
+    ) -> Iterator[Frame]:
+        """Each frame upscaled as a still (:meth:`upscale_picture`, the one prepared
+        model), lazily: one frame is decoded and upscaled at a time, so a caller that
+        keeps only the 8-bit results never holds more than one frame as float.
+
+        ``progress`` is called with (frames done, ``total``) after each frame.
+        """
+        for done, frame in enumerate(frames, 1):
+            out = _replace(frame, picture=self.upscale_picture(frame.picture, scale))
+            del frame
+            if progress is not None:
+                progress(done, total if total is not None else done)
+            yield out
+            del out  # the caller has its 8-bit copy by now
+
+    def upscale_animation(
+        self,
+        anim: Animation,
+        dst: str | os.PathLike[str],
+        scale: Scale,
+        *,
+        quality: int | None = None,
+        overwrite: bool = False,
+        progress: ProgressFn | None = None,
+        on_start: Callable[[Picture], None] | None = None,
+        started: float | None = None,
+    ) -> UpscaleResult:
+        """Upscale every frame of ``anim`` (from :func:`sruc.files.animation.probe`) into
+        ``dst`` (GIF, WebP or APNG), keeping durations, disposal, loop count and
+        transparency. ``progress`` counts frames; ``on_start`` gets the first frame.
+
+        Raises:
+            UsageError: ``dst`` is a format that holds one image (JPEG, TIFF...).
+            DeviceError: the upscaled frames would not fit in memory as 8-bit images.
+        """
+        started = time.perf_counter() if started is None else started
+        dst = Path(dst)
+        animation.check_output_format(anim, images.output_format(dst))
+        frames = animation.read_frames(anim)
+        first = next(frames)
+        pm, factor, size = self._plan(first.picture, scale)
+        out_h, out_w = size or (output_size(anim.height, factor), output_size(anim.width, factor))
+        _check_frames_fit(out_w, out_h, anim.frames, factor)
+        if on_start is not None:
+            on_start(first.picture)
+        if progress is not None:
+            progress(0, anim.frames)
+        bits = first.picture.bits
+        chain = _chain(first, frames)
+        del first
+        upscaled = self.upscale_frames(chain, scale, progress=progress, total=anim.frames)
+        animation.write_animation(
+            upscaled,
+            dst,
+            loop=anim.loop,
+            alpha=anim.alpha,
+            quality=quality,
+            overwrite=overwrite,
+        )
+        return UpscaleResult(
+            output=dst,
+            input_size=(anim.width, anim.height),
+            output_size=(out_w, out_h),
+            model=pm.loaded.name,
+            scale=factor,
+            device=str(pm.device),
+            seconds=time.perf_counter() - started,
+            precision=pm.runner(bits)[1],
+            frames=anim.frames,
+        )
+
+
+def _chain(first: Frame, rest: Iterator[Frame]) -> Iterator[Frame]:
+    yield first
+    del first  # the decoded first frame is not kept for the whole run
+    yield from rest
+
+
+#: Bytes a held output pixel (of every frame) costs while an animation is encoded:
+#: sruc's 8-bit RGBA copy and the encoder's own copies. Measured peak memory per
+#: extra 512x512 frame: 5.7 B/pixel for WebP, 7.1 for GIF, 10.8 for APNG
+#: (docs/EXPERIMENTS.md, "Animations: memory").
+_HELD_BYTES_PER_PIXEL = 12
+
+
+def _check_frames_fit(out_w: int, out_h: int, frames: int, scale: float) -> None:
+    """Refuse an animation whose upscaled frames cannot all be held as 8-bit images."""
+    need = out_w * out_h * frames * _HELD_BYTES_PER_PIXEL
+    avail = memory.available_bytes()
+    if avail is not None and need > avail:
+        raise DeviceError(
+            f"the x{scale:g} animation would be {frames} frames of {out_w}x{out_h}, "
+            f"~{need / 2**30:.1f} GiB to encode, but {avail / 2**30:.1f} GiB of memory is "
+            "available; use a smaller scale or fewer frames"
         )
 
 
@@ -435,7 +565,11 @@ def upscale_file(
 ) -> UpscaleResult:
     """Upscale ``src`` into ``dst``, checking everything cheap before the work.
 
-    The output is written atomically; the input is never overwritten.
+    The output is written atomically; the input is never overwritten. An
+    animated GIF, WebP or APNG keeps every frame, its timing, loop count,
+    disposal and transparency when ``dst`` is ``.gif``, ``.webp`` or ``.png``
+    (see :meth:`Upscaler.upscale_animation`); ``progress`` then counts frames,
+    and ``max_pixels`` counts the pixels of every frame.
     """
     up = _shared(model, device, precision, tile, tta)
     return up.upscale_file(

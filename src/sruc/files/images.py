@@ -24,7 +24,7 @@ import torch
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from sruc.errors import InputError, OutputError, SrucWarning, UsageError
-from sruc.files import highdepth
+from sruc.files import heif, highdepth
 from sruc.files.atomic import write_bytes
 from sruc.files.metadata import dropping_oversized_chunks
 
@@ -51,9 +51,16 @@ FORMATS = {
     ".tif": "TIFF",
     ".tiff": "TIFF",
     ".bmp": "BMP",
+    ".gif": "GIF",
+    ".avif": "AVIF",
+    ".heic": "HEIF",
+    ".heif": "HEIF",
 }
 _SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
-_ALPHA_FORMATS = {"PNG", "WEBP", "TIFF", "BMP"}
+#: Formats with transparency (GIF's is one palette entry: alpha under half is transparent).
+_ALPHA_FORMATS = {"PNG", "WEBP", "TIFF", "BMP", "AVIF", "HEIF", "GIF"}
+#: Formats that carry EXIF and an ICC profile through Pillow.
+_EXIF_FORMATS = {"JPEG", "PNG", "WEBP", "TIFF", "AVIF", "HEIF"}
 
 
 @dataclass
@@ -66,6 +73,7 @@ class Picture:
         bits: bits per sample of the source, 8 or 16 (outputs keep it).
         icc_profile: the ICC profile bytes, or None.
         exif: EXIF bytes with the orientation reset to normal, or None.
+        frames: frames of the animation this picture is a frame of (1: a still).
     """
 
     color: torch.Tensor
@@ -74,6 +82,7 @@ class Picture:
     icc_profile: bytes | None = None
     exif: bytes | None = None
     info: dict[str, object] = field(default_factory=dict)
+    frames: int = 1
 
     @property
     def height(self) -> int:
@@ -158,13 +167,35 @@ def _file_kind(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), "not a file")
 
 
-def from_pil(im: Image.Image, max_pixels: int | None = None) -> Picture:
-    """A :class:`Picture` from an in-memory Pillow image (orientation applied)."""
-    im.load()
-    return _decode(lambda: im, "image", max_pixels, reopenable=False)
+def from_pil(im: Image.Image, max_pixels: int | None = None, *, name: str = "image") -> Picture:
+    """A :class:`Picture` from an in-memory Pillow image (orientation applied); ``name``
+    is what error messages call it."""
+    try:
+        im.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise InputError(f"{name} is damaged or truncated ({_first_line(e)})") from None
+    return _decode(lambda: im, name, max_pixels, reopenable=False)
+
+
+def open_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Open (not decode) an image file with Pillow, for its header and frames.
+
+    Raises:
+        InputError: not an image, damaged, or HEIC/HEIF without pillow-heif.
+    """
+    return _open(Path(path))
 
 
 def _open(path: Path) -> Image.Image:
+    iso = _sniff(path)
+    if iso == "HEIF" and not heif.available():
+        raise InputError(
+            f"{path} is a HEIC/HEIF image; reading it needs pillow-heif: {heif.HEIF_EXTRA}"
+        )
+    if iso == "AVIF" and not heif.avif_available():
+        raise InputError(
+            f"{path} is an AVIF image and this Pillow cannot read AVIF; {heif.AVIF_HINT}"
+        )
     try:
         # Pillow refuses images over twice its limit inside open(); sruc checks
         # the size itself against --max-pixels, so the message can say so.
@@ -177,6 +208,10 @@ def _open(path: Path) -> Image.Image:
             finally:
                 Image.MAX_IMAGE_PIXELS = old
     except UnidentifiedImageError:
+        if iso == "GIF":
+            raise InputError(f"{path} is a GIF with no frames, or a damaged one") from None
+        if iso is not None:  # its header says HEIF/AVIF, but the decoder refused it
+            raise InputError(f"{path} is a damaged or truncated {iso} file") from None
         raise InputError(
             f"{path} is not an image sruc can read (unknown or damaged format)"
         ) from None
@@ -184,6 +219,19 @@ def _open(path: Path) -> Image.Image:
         if e.errno is not None:  # a real I/O error: permissions, a device gone
             raise InputError(f"{path}: cannot read ({e.strerror})") from None
         raise InputError(f"{path} is damaged or truncated ({_first_line(e)})") from None
+
+
+def _sniff(path: Path) -> str | None:
+    """``"GIF"``, or ``"HEIF"``/``"AVIF"`` from the ``ftyp`` box (see :mod:`.heif`), by the
+    file's first bytes; None for anything else (Pillow tells the rest)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(heif.HEAD_BYTES)
+    except OSError:
+        return None  # Image.open reports it
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    return heif.kind(head)
 
 
 def _decode(
@@ -323,6 +371,19 @@ def output_format(path: str | os.PathLike[str]) -> str:
     return fmt
 
 
+def check_writable_format(fmt: str) -> None:
+    """Refuse a format this installation cannot encode (HEIF without pillow-heif, AVIF
+    with a Pillow built without it).
+
+    Raises:
+        OutputError: naming the extra to install.
+    """
+    if fmt == "HEIF" and not heif.available():
+        raise OutputError(f"writing HEIC/HEIF needs pillow-heif: {heif.HEIF_EXTRA}")
+    if fmt == "AVIF" and not heif.avif_available():
+        raise OutputError(f"this Pillow cannot write AVIF; {heif.AVIF_HINT}")
+
+
 def check_output(
     path: str | os.PathLike[str],
     overwrite: bool = False,
@@ -336,7 +397,8 @@ def check_output(
             and ``overwrite`` is False.
     """
     path = Path(path)
-    output_format(path)
+    fmt = output_format(path)
+    check_writable_format(fmt)
     for src in inputs:
         if _same_file(Path(src), path):
             raise UsageError(f"output {path} is the input file; sruc never overwrites an input")
@@ -379,6 +441,7 @@ def write_image(
     """
     path = Path(path)
     fmt = output_format(path)
+    check_writable_format(fmt)
     if pic.alpha is not None and fmt not in _ALPHA_FORMATS:
         warnings.warn(
             f"{fmt} has no transparency: the alpha channel is dropped", SrucWarning, stacklevel=2
@@ -415,19 +478,25 @@ def _encode(pic: Picture, fmt: str, quality: int | None) -> bytes:
         writer = highdepth.write_png16 if fmt == "PNG" else highdepth.write_tiff16
         writer(buffer, pic.to_array(16), icc_profile=pic.icc_profile, exif=pic.exif)  # type: ignore[arg-type]
         return buffer.getvalue()
+    if fmt == "GIF":  # one frame, through the animation's palette quantiser
+        from sruc.files import gif
+
+        return gif.encode([pic.to_array(8)], [], loop=None)
     bits = 16 if pic.bits == 16 and fmt in _SIXTEEN_BIT_FORMATS else 8
     pic8 = replace(pic, bits=bits)
     im = pic8.to_pil()
     kwargs: dict[str, object] = {}
     if pic.icc_profile and fmt != "BMP":
         kwargs["icc_profile"] = pic.icc_profile
-    if pic.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+    if pic.exif and fmt in _EXIF_FORMATS:
         kwargs["exif"] = pic.exif
     if fmt == "JPEG":
         # 4:4:4 chroma: subsampling would throw away much of what was upscaled.
         kwargs.update(quality=quality or DEFAULT_QUALITY, subsampling=0, optimize=True)
     elif fmt == "WEBP":
         kwargs.update(quality=quality or DEFAULT_QUALITY, method=4)
+    elif fmt in ("AVIF", "HEIF"):
+        kwargs.update(quality=quality or DEFAULT_QUALITY)
     elif fmt == "PNG":
         kwargs.update(compress_level=PNG_COMPRESS_LEVEL)
     elif fmt == "TIFF":
