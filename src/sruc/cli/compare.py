@@ -135,7 +135,6 @@ def compare(
             input,
             scale,
             loaded,
-            labels=names,
             hr=hr,
             from_hr=from_hr,
             crop=region,

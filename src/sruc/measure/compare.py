@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
@@ -313,7 +314,7 @@ def compare_models(
     scale = check_scale(scale)
     if hr is not None and from_hr:
         raise UsageError("give --hr or --from-hr, not both: --from-hr takes the input as the HR")
-    names = list(labels) if labels is not None else [_label(m) for m in models]
+    names = list(labels) if labels is not None else _labels(models)
     if len(names) != len(models):
         raise UsageError(f"{len(names)} labels for {len(models)} models")
     check_models(names)
@@ -380,12 +381,20 @@ def _name(image: object) -> str:
     return Path(image).name if isinstance(image, str | os.PathLike) else "image"
 
 
-def _label(model: ModelSpec) -> str:
-    if isinstance(model, str | os.PathLike):
-        parts = [p for p in Path(model).parts if p != Path(model).anchor]
-        return "/".join(parts[-2:]) if len(parts) > 2 else os.fspath(model)
-    name = getattr(model, "name", None) or getattr(getattr(model, "loaded", None), "name", None)
-    return str(name) if name else type(model).__name__
+def _labels(models: Sequence[ModelSpec]) -> list[str]:
+    """The models' names, checkpoint paths cut to their last two parts where that
+    keeps them apart."""
+    full = []
+    for m in models:
+        name = m if isinstance(m, str | os.PathLike) else getattr(m, "name", None)
+        if name is None:
+            name = getattr(getattr(m, "loaded", None), "name", None) or type(m).__name__
+        full.append(os.fspath(name))
+    short = []
+    for name in full:
+        parts = [p for p in Path(name).parts if p != Path(name).anchor]
+        short.append("/".join(parts[-2:]) if len(parts) > 2 else name)
+    return short if len(set(short)) == len(set(full)) else full
 
 
 def _read(image: str | os.PathLike[str] | Picture, max_pixels: int | None) -> Picture:
@@ -400,21 +409,22 @@ def _from_hr(hr: Picture, scale: float) -> tuple[Picture, Picture]:
             f"of it), got {scale:g}"
         )
     s = round(scale)
-    color = protocol.modcrop(hr.color.to(torch.float64) * 255.0, s)
+    color = protocol.modcrop(hr.color, s)
     if color.shape[-1] < s or color.shape[-2] < s:
         raise InputError(f"the image is {hr.width}x{hr.height}: too small to shrink by {s}")
-    lr = protocol.degrade(color, s) / 255.0  # MATLAB bicubic, 8-bit levels
-    reference = hr.with_pixels((color / 255.0).to(torch.float32), None)
+    lr = protocol.degrade(color.to(torch.float64) * 255.0, s) / 255.0  # MATLAB bicubic, 8 bits
+    reference = hr.with_pixels(color, None)
     # The LR is 8-bit, as the protocol stores it (and as `sruc up` of its file would run).
     return replace(hr.with_pixels(lr.to(torch.float32), None), bits=8), reference
 
 
 def _as_255(pic: Picture) -> torch.Tensor:
-    """The picture as its file would be read back by ``sruc psnr``: quantised to its
-    bits, on 0..255, float64."""
+    """The picture as ``sruc psnr`` reads back its file: quantised to its bits,
+    decoded as :func:`sruc.files.images.read_image` does, on 0..255 in float64."""
+    arr = pic.with_pixels(pic.color, None).to_array()  # (H, W, C) uint8 or uint16
     peak = 255.0 if pic.bits == 8 else 65535.0
-    q = torch.round(pic.color.to(torch.float64).clamp(0, 1) * peak)
-    return q * (255.0 / peak)
+    color = torch.from_numpy(arr.astype(np.float32) / peak).permute(2, 0, 1)
+    return color.to(torch.float64) * 255.0
 
 
 def _cut(pic: Picture, region: Crop) -> Image.Image:
