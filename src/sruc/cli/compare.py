@@ -25,10 +25,10 @@ def _default_output(src: Path) -> Path:
 @click.command(context_settings=CONTEXT)
 @click.argument("input", type=click.Path(path_type=Path))
 @click.option(
-    "-s", "--scale", type=SCALE, default=2.0, show_default=True, help="Upscaling factor, in (1, 8]."
+    "-s", "--scale", type=SCALE, default=2.0, show_default="2", help="Upscaling factor, in (1, 8]."
 )
 @click.option(
-    "-m", "--models", required=True, metavar="A,B,...",
+    "-m", "--models", default="bicubic,srcnn,vdsr", show_default=True, metavar="A,B,...",
     help="Two or more models, comma-separated: names from `sruc models` or checkpoint files.",
 )  # fmt: skip
 @click.option(
@@ -102,10 +102,10 @@ def compare(
       sruc compare photo_hr.png -s 3 --models bicubic,vdsr --from-hr --crop 200,120,96,96
       sruc compare small.png -s 2 --models srcnn,vdsr --hr big.png
     """
-    from sruc.errors import UsageError
     from sruc.files.images import DEFAULT_MAX_PIXELS
     from sruc.measure.compare import (
         Crop,
+        check_reference,
         check_sheet_output,
         compare_models,
         parse_models,
@@ -113,8 +113,7 @@ def compare(
     )
 
     names = parse_models(models)
-    if hr is not None and from_hr:
-        raise UsageError("give --hr or --from-hr, not both: --from-hr takes the input as the HR")
+    check_reference(hr, from_hr)
     region = Crop.parse(crop) if crop is not None else None
     dst = output if output is not None else _default_output(input)
     inputs = (input,) if hr is None else (input, hr)

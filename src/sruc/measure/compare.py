@@ -239,6 +239,12 @@ def check_models(names: Sequence[str]) -> None:
         seen.add(n)
 
 
+def check_reference(hr: object, from_hr: bool) -> None:
+    """Refuse a reference file together with ``from_hr`` (the input is the reference)."""
+    if hr is not None and from_hr:
+        raise UsageError("give --hr or --from-hr, not both: --from-hr takes the input as the HR")
+
+
 def detail_crop(color: torch.Tensor, width: int, height: int) -> Crop:
     """The ``width`` x ``height`` window of ``color`` with the most detail.
 
@@ -312,8 +318,7 @@ def compare_models(
         ModelError: a model that cannot be loaded or run at ``scale``.
     """
     scale = check_scale(scale)
-    if hr is not None and from_hr:
-        raise UsageError("give --hr or --from-hr, not both: --from-hr takes the input as the HR")
+    check_reference(hr, from_hr)
     names = list(labels) if labels is not None else _labels(models)
     if len(names) != len(models):
         raise UsageError(f"{len(names)} labels for {len(models)} models")
@@ -554,6 +559,7 @@ __all__ = [
     "Panel",
     "SideBySide",
     "check_models",
+    "check_reference",
     "check_sheet_output",
     "compare_models",
     "detail_crop",
