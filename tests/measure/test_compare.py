@@ -180,6 +180,17 @@ def test_auto_crop_is_in_the_detailed_half(tmp_path: Path) -> None:
     assert sheet.crop.x >= 100
 
 
+def test_sixteen_bit_gray_panels_are_its_8_bit_pixels(tmp_path: Path) -> None:
+    path = tmp_path / "gray16.png"
+    ramp = (np.arange(24 * 32).reshape(24, 32) * 80).astype(np.uint16)
+    Image.fromarray(ramp).save(path)
+    sheet = compare_models(path, 2, ["bicubic", "srcnn"], crop=Crop(0, 0, 32, 24))
+    expected = np.round(ramp / 65535 * 255).astype(np.uint8)
+    shown = np.asarray(sheet.panels[0].crop)[::2, ::2, 0]  # bicubic at x2: every other pixel
+    assert np.abs(shown.astype(int) - expected.astype(int)).max() <= 8
+    assert expected.max() == 239 and shown.max() < 255  # not clipped to white
+
+
 def test_errors(lr_png: Path, hr_png: Path) -> None:
     with pytest.raises(UsageError, match="at least two models"):
         compare_models(lr_png, 2, ["bicubic"])

@@ -435,7 +435,9 @@ def _as_255(pic: Picture) -> torch.Tensor:
 def _cut(pic: Picture, region: Crop) -> Image.Image:
     """The region of ``pic``, 8-bit, without alpha (the panels compare colour)."""
     c = pic.color[:, region.y : region.y + region.height, region.x : region.x + region.width]
-    return pic.with_pixels(c, None).to_pil().convert("RGB")
+    # At 8 bits: a 16-bit gray image would otherwise become Pillow's I;16, which
+    # converts to RGB by clipping at 255.
+    return replace(pic.with_pixels(c, None), bits=8).to_pil().convert("RGB")
 
 
 def _tagged(progress: CompareProgress, label: str) -> ProgressFn:
