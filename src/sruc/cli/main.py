@@ -249,12 +249,14 @@ def _fmt_db(value: float) -> str:
 # --- registered commands: one line each, keep sorted ---
 from sruc.cli.batch import batch as _batch  # noqa: E402
 from sruc.cli.bench import bench as _bench  # noqa: E402
+from sruc.cli.compare import compare as _compare  # noqa: E402
 from sruc.cli.export import export as _export  # noqa: E402
 from sruc.cli.models import models as _models  # noqa: E402
 from sruc.cli.train import train as _train  # noqa: E402
 
 cli.add_command(_batch)
 cli.add_command(_bench)
+cli.add_command(_compare)
 cli.add_command(_export)
 cli.add_command(_models)
 cli.add_command(_train)
