@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from sruc.errors import DeviceError
@@ -26,6 +27,14 @@ BYTES_PER_VALUE = 24
 #: 1x200,000 and a 1x800,000 RGB line at x2 took 447 and 1,044 MB here, about
 #: 500 bytes per pixel of the long side; this keeps a margin.
 BYTES_PER_EDGE_PIXEL = 640
+#: Copies of the output held while it is encoded, beside the output itself: a
+#: Pillow image and the compressed bytes (a PNG of a banded output streams its
+#: rows, so this over-counts there).
+ENCODE_COPIES = 2
+#: Share of the available memory the whole-image path may plan to use; above it
+#: the job is banded (the system, other programs and the estimate's error need
+#: the rest).
+COMFORT = 0.5
 #: A network tile's feature maps: 64 channels x (256 + 2 x 20)^2 x float32, x3 buffers.
 TILE_BYTES = 64 * 296 * 296 * 4 * 3
 
@@ -66,27 +75,70 @@ def _cgroup_usage(limit_file: str) -> int:
 
 
 def upscale_bytes(out_width: int, out_height: int, channels: int) -> int:
-    """The estimated peak memory of one upscale to ``out_width x out_height``."""
+    """The estimated peak memory of one whole-image upscale to ``out_width x out_height``."""
     values = out_width * out_height * channels
     edges = (out_width + out_height) * BYTES_PER_EDGE_PIXEL
     return values * BYTES_PER_VALUE + edges + TILE_BYTES
 
 
-def check_fits(
-    out_width: int, out_height: int, channels: int, scale: float, available: int | None = None
-) -> None:
-    """Refuse, in one line, an upscale that cannot fit in the memory available.
+@dataclass(frozen=True)
+class Job:
+    """What the memory of one upscale depends on.
+
+    Attributes:
+        out_width, out_height: the output size.
+        channels: output channels (colour, plus alpha).
+        scale: the factor, for messages.
+        in_values: input values (pixels x channels), held as float32 throughout.
+        out_bytes: bytes per value of the banded path's output (1 or 2 for an
+            integer raster, 4 for a float picture).
+        band_rows: rows of one band's working set, context included (0: the job
+            cannot be banded: ``--tta`` or ``--tile 0``).
+    """
+
+    out_width: int
+    out_height: int
+    channels: int
+    scale: float
+    in_values: int
+    out_bytes: int
+    band_rows: int
+
+
+def banded_bytes(job: Job) -> int:
+    """The estimated peak memory of the banded path: the input, the output (and its
+    encoded copies), one band's working set, the resize tables and a network tile."""
+    values = job.out_width * job.out_height * job.channels
+    band = job.band_rows * job.out_width * job.channels * BYTES_PER_VALUE
+    edges = (job.out_width + job.out_height) * BYTES_PER_EDGE_PIXEL
+    output = values * job.out_bytes * (1 + ENCODE_COPIES)
+    return job.in_values * 4 + output + band + edges + TILE_BYTES
+
+
+def choose_banded(job: Job, available: int | None = None) -> bool:
+    """The one policy: band the job (True) or not, or refuse it in one line.
+
+    Banded when the whole-image estimate would take more than :data:`COMFORT` of
+    the available memory and the job can be banded; whole otherwise (as fast,
+    and the memory is there). Where the system cannot tell, whole.
 
     Raises:
-        DeviceError: the estimate is over the available memory.
+        DeviceError: neither path fits in the memory available.
     """
     avail = available_bytes() if available is None else available
-    need = upscale_bytes(out_width, out_height, channels)
-    if avail is None or need <= avail:
-        return
+    whole = upscale_bytes(job.out_width, job.out_height, job.channels) + job.in_values * 4
+    if avail is None or whole <= avail * COMFORT:
+        return False
+    banded = banded_bytes(job) if job.band_rows else None
+    if banded is not None and banded <= avail:
+        return True
+    if whole <= avail:
+        return False
+    need = whole if banded is None else min(whole, banded)
+    pixels = job.out_width * job.out_height
     raise DeviceError(
-        f"the x{scale:g} output would be {out_width}x{out_height} "
-        f"({_pixels(out_width * out_height)}, ~{_size(need)} of memory) but "
+        f"the x{job.scale:g} output would be {job.out_width}x{job.out_height} "
+        f"({_pixels(pixels)}, ~{_size(need)} of memory) but "
         f"{_size(avail)} is available; use a smaller scale or a smaller image"
     )
 
@@ -111,4 +163,11 @@ def _size(n: float) -> str:
     return f"{n / 1000**k:.0f} {units[k]}" if k else f"{n:.0f} bytes"
 
 
-__all__ = ["available_bytes", "check_fits", "out_of_memory", "upscale_bytes"]
+__all__ = [
+    "Job",
+    "available_bytes",
+    "banded_bytes",
+    "choose_banded",
+    "out_of_memory",
+    "upscale_bytes",
+]

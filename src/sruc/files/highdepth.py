@@ -342,18 +342,66 @@ def write_png16(
             profile or EXIF is unusable, or the file cannot be written.
     """
     array = _check_array(array, "PNG")
-    icc = _check_icc(icc_profile)
-    # Neither encoder writes iCCP or eXIf, so they are spliced in after IHDR
-    # (the specification wants both before IDAT) with pypng's chunk API; the
-    # iCCP body is a profile name, a NUL, method 0 and the zlib stream.
-    extra = [(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc))] if icc is not None else []
-    exif_data = _png_exif(exif)
-    if exif_data is not None:
-        extra.append((b"eXIf", exif_data))
+    extra = _png_metadata(icc_profile, exif)
     with _muted():
         chunks = list(png.Reader(bytes=_encode_png(array)).chunks())
     with _open_for_writing(path) as fp:
         png.write_chunks(fp, [chunks[0], *extra, *chunks[1:]])
+
+
+def _png_metadata(icc_profile: bytes | None, exif: bytes | None) -> list[tuple[bytes, bytes]]:
+    """The iCCP and eXIf chunks. Neither encoder writes them, so they are spliced in
+    after IHDR (the specification wants both before IDAT) with pypng's chunk API;
+    the iCCP body is a profile name, a NUL, method 0 and the zlib stream."""
+    icc = _check_icc(icc_profile)
+    extra = [(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc))] if icc is not None else []
+    exif_data = _png_exif(exif)
+    if exif_data is not None:
+        extra.append((b"eXIf", exif_data))
+    return extra
+
+
+#: Bytes of a PNG before its first chunk after IHDR: the signature and the IHDR chunk.
+_PNG_HEAD = 8 + 12 + 13
+
+
+class _AfterHeader:
+    """A file wrapper that writes ``chunks`` once the PNG signature and IHDR went by."""
+
+    def __init__(self, fp: BinaryIO, chunks: list[tuple[bytes, bytes]]) -> None:
+        self.fp, self.chunks, self.seen = fp, chunks, 0
+
+    def write(self, data: bytes) -> None:
+        self.fp.write(data)
+        self.seen += len(data)
+        if self.chunks and self.seen >= _PNG_HEAD:
+            assert self.seen == _PNG_HEAD, "pypng wrote IHDR and more at once"
+            for tag, body in self.chunks:
+                png.write_chunk(self.fp, tag, body)
+            self.chunks = []
+
+
+def stream_png(
+    fp: BinaryIO,
+    array: np.ndarray,
+    *,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+) -> None:
+    """Write ``array`` (uint8 or uint16 ``(H, W, C)``, C in 1..4) to ``fp`` as a PNG,
+    one row at a time: beside the array, memory holds one compressed chunk (pypng,
+    zlib level 4, no row filters, so files are larger than Pillow's or libpng's).
+    For outputs too large to encode in memory (the banded pipeline's)."""
+    if array.dtype not in (np.uint8, np.uint16) or array.ndim != 3 or array.shape[2] not in _MODES:
+        raise OutputError(f"cannot stream a PNG from {array.dtype} data of shape {array.shape}")
+    height, width, channels = array.shape
+    bitdepth = 8 if array.dtype == np.uint8 else 16
+    layout = {"greyscale": channels < 3, "alpha": channels in (2, 4)}
+    writer = png.Writer(width, height, bitdepth=bitdepth, compression=_ZLIB_LEVEL, **layout)
+    sample = ">u2" if bitdepth == 16 else "u1"  # PNG samples are big-endian
+    rows = (row.astype(sample, copy=False).tobytes() for row in array)
+    target = _AfterHeader(fp, _png_metadata(icc_profile, exif))
+    writer.write_packed(target, rows)
 
 
 def _encode_png(array: np.ndarray) -> bytes:

@@ -1,0 +1,258 @@
+"""The banded upscale: the output made in horizontal bands of rows, for very large images.
+
+The whole-image path (:func:`sruc.engine.pipeline._compute`) holds the bicubic
+enlargement, the Y/Cb/Cr planes and the output in float32 at once: about 24
+bytes per output value. Here each band of output rows is made from just the
+rows it needs (:func:`sruc.core.resize.imresize_rows`), its Y goes through the
+very tiles of the whole image's plan that cross it
+(:func:`sruc.core.tiling.run_tiled_rows`), and it is quantised into a
+preallocated integer raster (or a float32 picture) at once. Peak memory is the
+input, the output and one band's working set.
+
+Every operation is the one of the whole-image path on the same values (the
+resize and colour steps are elementwise per pixel; each network tile sees
+the same input window), so the output is bit-identical to it. Bands follow
+the network's rows of tiles, so no tile runs twice; a band height that cuts
+tiles (``band=``, for tests) is just as exact, at the cost of tiles recomputed.
+
+Not banded: ``--tta`` (each of its 8 passes tiles a rotated or mirrored
+image from its own corner, so a band of output rows is a band of columns
+in half of them) and ``--tile 0`` (the network then sees the whole image).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sruc.core.color import rgb_to_ycbcr, ycbcr_to_rgb
+from sruc.core.resize import imresize_rows, output_size, source_rows
+from sruc.core.tiling import (
+    ProgressFn,
+    Tile,
+    plan_tiles,
+    run_tiled_rows,
+    tiles_crossing,
+    window_rows,
+)
+from sruc.engine.prepared import PreparedModel
+from sruc.errors import ModelError
+from sruc.files.images import Picture, from_raster, quantise
+from sruc.scales import nearest_scale
+
+#: Output rows per band where no network sets them (bicubic): about the work of a
+#: network tile row, and a working set of a few MB per 1,000 px of width.
+BICUBIC_BAND = 256
+
+#: Input rows a resize reads beyond its output rows (6 taps when enlarging), rounded up.
+_TAPS = 8
+
+Rows = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class BandPlan:
+    """What one banded upscale computes.
+
+    Attributes:
+        out_size: the output ``(h, w)``.
+        scale: the resize from input to output (None when ``sized``).
+        sized: the output is a given size (``imresize(size=out_size)``).
+        net_scale: the scale the network runs at: ``scale``, or a per-scale model's
+            nearest trained one, followed by a resize to ``out_size`` (``exact`` False).
+        net_size: the network's ``(h, w)``.
+        tiles: the network's tile plan of the whole ``net_size`` image (empty: no network).
+    """
+
+    out_size: tuple[int, int]
+    scale: float
+    sized: bool
+    exact: bool
+    net_scale: float
+    net_size: tuple[int, int]
+    tiles: list[Tile]
+
+
+def make_plan(
+    pm: PreparedModel,
+    pic: Picture,
+    scale: float,
+    out_size: tuple[int, int],
+    sized: bool,
+    tile: int,
+    uniform: bool,
+) -> BandPlan:
+    """The plan of a banded upscale; ``tile`` and ``uniform`` as the whole run would use."""
+    lm = pm.loaded
+    exact = not sized or lm.identity or lm.multiscale or not lm.scales
+    net_scale = scale if exact else nearest_scale(lm.scales, scale)
+    net = out_size
+    if not exact:
+        net = (output_size(pic.height, net_scale), output_size(pic.width, net_scale))
+    tiles = [] if lm.identity else plan_tiles(*net, tile, lm.radius, uniform=uniform)
+    return BandPlan(out_size, scale, sized, exact, net_scale, net, tiles)
+
+
+def bands(plan: BandPlan, band: int | None = None) -> list[Rows]:
+    """The output rows of each band: ``band`` rows each, else the network's rows of
+    tiles (exact plans) or :data:`BICUBIC_BAND` rows."""
+    h = plan.out_size[0]
+    if band is None and plan.tiles and plan.exact:
+        return sorted({(t.y0, t.y1) for t in plan.tiles})
+    step = max(1, band or BICUBIC_BAND)
+    return [(a, min(a + step, h)) for a in range(0, h, step)]
+
+
+def band_rows(plan: BandPlan) -> int:
+    """Rows of the largest band's working set: its tiles' input windows and the
+    resize's taps (for the memory estimate)."""
+    if not plan.tiles:
+        return BICUBIC_BAND + _TAPS
+    return max(t.in_y1 - t.in_y0 for t in plan.tiles) + _TAPS
+
+
+def upscale_banded(
+    pm: PreparedModel,
+    pic: Picture,
+    plan: BandPlan,
+    *,
+    depth: int | None,
+    progress: ProgressFn | None = None,
+    band: int | None = None,
+) -> Picture:
+    """Upscale ``pic`` band by band; equal to the whole-image path, bit for bit.
+
+    Args:
+        depth: 8 or 16: the result is a raster picture of that depth (what the
+            output file holds); None: a float32 picture, as the whole path's.
+        band: output rows per band (None: follow the network's tiles).
+    """
+    h, w = plan.out_size
+    channels = int(pic.color.shape[0]) + (pic.alpha is not None)
+    store = _raster_store(h, w, channels, depth) if depth else _float_store(h, w, channels)
+    spans = bands(plan, band)
+    report = _progress(plan, spans, progress)
+    with torch.inference_mode():
+        for rows in spans:
+            color = _band_color(pm, pic, plan, rows, report)
+            if pic.alpha is not None:
+                alpha = _resize(pic.alpha[None], plan, rows)[0].clamp_(0, 1)
+                color = torch.cat([color, alpha])
+            store.put(rows, color)
+    if progress is not None and not plan.tiles:
+        progress(1, 1)
+    return store.picture(pic)
+
+
+def _resize(x: torch.Tensor, plan: BandPlan, rows: Rows) -> torch.Tensor:
+    """Output ``rows`` of the input-to-output resize of the whole ``x``."""
+    if plan.sized:
+        return imresize_rows(x, rows, size=plan.out_size)
+    return imresize_rows(x, rows, scale=plan.scale)
+
+
+def _band_color(
+    pm: PreparedModel, pic: Picture, plan: BandPlan, rows: Rows, done: ProgressFn | None
+) -> torch.Tensor:
+    """The clamped colour ``(C, r1 - r0, W)`` of output ``rows``."""
+    x = pic.color[None]
+    if not plan.tiles:  # bicubic
+        return _finite(pm, _resize(x, plan, rows)[0])
+    net_rows = _net_rows(plan, rows)
+    n0, n1 = window_rows(plan.tiles, net_rows)
+    # As the whole path: the exact model's input is the output's own bicubic.
+    if plan.exact:
+        up = _resize(x, plan, (n0, n1))
+    else:
+        up = imresize_rows(x, (n0, n1), scale=plan.net_scale)
+    net, _ = pm.runner(pic.bits)
+
+    def network(y: torch.Tensor) -> torch.Tensor:
+        out = run_tiled_rows(net, y, plan.tiles, net_rows, offset=n0, device=pm.device, done=done)
+        if plan.exact:
+            return out
+        return imresize_rows(
+            out, rows, size=plan.out_size, height=plan.net_size[0], offset=net_rows[0]
+        )
+
+    if pic.is_gray:
+        color = network(up)[0]
+    else:
+        ycc = rgb_to_ycbcr(up)
+        y = network(ycc[:, :1].contiguous())
+        a, b = rows[0] - n0, rows[1] - n0
+        chroma = ycc[:, 1:, a:b] if plan.exact else rgb_to_ycbcr(_resize(x, plan, rows))[:, 1:]
+        color = ycbcr_to_rgb(torch.cat([y, chroma], dim=1))[0]
+    return _finite(pm, color)
+
+
+def _finite(pm: PreparedModel, color: torch.Tensor) -> torch.Tensor:
+    """``color`` clamped to [0, 1], after refusing NaN or infinity (clamp would hide it)."""
+    if not bool(torch.isfinite(color).all()):
+        raise ModelError(
+            f"{pm.loaded.name} produced NaN or infinite values ({pm.precision} on "
+            f"{pm.device}): its weights are damaged or do not suit this input; nothing "
+            "was written"
+        )
+    return color.clamp_(0, 1)
+
+
+class _RasterStore:
+    """Bands quantised into one preallocated ``(H, W, C)`` integer array."""
+
+    def __init__(self, raster: np.ndarray, depth: int) -> None:
+        self.raster, self.depth = raster, depth
+
+    def put(self, rows: Rows, values: torch.Tensor) -> None:
+        self.raster[rows[0] : rows[1]] = quantise(values, self.depth)
+
+    def picture(self, like: Picture) -> Picture:
+        return from_raster(self.raster, like)
+
+
+class _FloatStore:
+    """Bands copied into one preallocated float32 ``(C, H, W)`` tensor."""
+
+    def __init__(self, values: torch.Tensor, colours: int) -> None:
+        self.values, self.colours = values, colours
+
+    def put(self, rows: Rows, values: torch.Tensor) -> None:
+        self.values[:, rows[0] : rows[1]] = values
+
+    def picture(self, like: Picture) -> Picture:
+        c = int(like.color.shape[0])
+        alpha = self.values[c:] if self.values.shape[0] > c else None
+        return like.with_pixels(self.values[:c], alpha)
+
+
+def _raster_store(h: int, w: int, channels: int, depth: int) -> _RasterStore:
+    return _RasterStore(np.empty((h, w, channels), np.uint8 if depth == 8 else np.uint16), depth)
+
+
+def _float_store(h: int, w: int, channels: int) -> _FloatStore:
+    return _FloatStore(torch.empty(channels, h, w), channels)
+
+
+def _progress(plan: BandPlan, spans: list[Rows], progress: ProgressFn | None) -> ProgressFn | None:
+    """Count tiles over all bands: ``done(1, n)`` after each becomes ``progress(k, total)``."""
+    if progress is None or not plan.tiles:
+        return None
+    total = sum(len(tiles_crossing(plan.tiles, _net_rows(plan, r))) for r in spans)
+    count = [0]
+
+    def done(step: int, _: int) -> None:
+        count[0] += step
+        progress(count[0], total)
+
+    return done
+
+
+def _net_rows(plan: BandPlan, rows: Rows) -> Rows:
+    """The network's output rows that output ``rows`` need: themselves, or (a
+    per-scale model at a size) the rows its final resize reads."""
+    return rows if plan.exact else source_rows(plan.net_size[0], rows, size=plan.out_size)
+
+
+__all__ = ["BICUBIC_BAND", "BandPlan", "band_rows", "bands", "make_plan", "upscale_banded"]
