@@ -27,6 +27,8 @@ from sruc.cli.options import (
     CONTEXT,
     SCALE,
     load_model_for_cli,
+    max_pixels_option,
+    pixel_limits,
     size_options,
     target_for_cli,
     tta_option,
@@ -107,10 +109,7 @@ def _default_output(src: Path, target: Any) -> Path:
     "--quality", type=click.IntRange(1, 100), default=None, help="JPEG/WebP quality. [default: 95]"
 )
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
-@click.option(
-    "--max-pixels", type=click.IntRange(min=1), default=None,
-    help="Largest input accepted, in pixels. [default: 89478485, Pillow's limit]",
-)  # fmt: skip
+@max_pixels_option
 @tta_option
 @weights_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
@@ -145,7 +144,7 @@ def up(
       sruc up photo.jpg --fit 3840x2160
     """
     from sruc.engine.pipeline import upscale_file
-    from sruc.files.images import DEFAULT_MAX_PIXELS, check_output
+    from sruc.files.images import check_output
 
     target = target_for_cli(scale, width, height, fit)
     dst = output if output is not None else _default_output(input, target)
@@ -163,10 +162,11 @@ def up(
             tile=tile,
             quality=quality,
             overwrite=overwrite,
-            max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+            max_pixels=pixel_limits(max_pixels)[0],
             progress=progress,
             precision=precision,
             tta=tta,
+            max_output_pixels=pixel_limits(max_pixels)[1],
         )
     if not quiet:
         (w0, h0), (w1, h1) = result.input_size, result.output_size
@@ -215,10 +215,9 @@ def psnr(
     Example:
       sruc psnr original.png upscaled.png --shave 3 --ssim
     """
-    from sruc.files.images import DEFAULT_MAX_PIXELS
     from sruc.measure.quality import compare
 
-    limit = max_pixels or DEFAULT_MAX_PIXELS
+    limit = pixel_limits(max_pixels)[0]
     result = compare(a, b, shave=shave, y_only=not rgb, with_ssim=with_ssim, max_pixels=limit)
     if as_json:
         click.echo(json.dumps({"a": str(a), "b": str(b), **result.to_json()}))
