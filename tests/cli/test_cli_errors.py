@@ -227,9 +227,7 @@ def test_raising_max_pixels_lets_the_image_through(
         capsys, work, ["up", "small.png", "-o", OUT, "--max-pixels", "100"], 1, ("--max-pixels",)
     )
     # The limit bounds the output too: 400 admits the input, not its 40x40 output.
-    check_fails(
-        capsys, work, ["up", "small.png", "-o", OUT, "--max-pixels", "400"], 1, ("40x40",)
-    )
+    check_fails(capsys, work, ["up", "small.png", "-o", OUT, "--max-pixels", "400"], 1, ("40x40",))
     run = run_cli(capsys, "up", "small.png", "-o", OUT, "--max-pixels", "1600", "-q")
     assert (run.code, run.out, run.err) == (0, "", "")
     assert png_size(work / OUT) == (40, 40)
