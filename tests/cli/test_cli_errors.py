@@ -449,18 +449,20 @@ def test_disk_full_while_writing_leaves_nothing(
     check_fails(
         capsys, work, ["up", "photo.png", "-o", OUT], 1, ("result.png", "no space left on device")
     )
-    assert written == [100]  # part of the file was on disk before it was removed
+    assert len(written) == 1 and written[0] > 0  # part of the file was on disk, then removed
 
 
 def test_disk_full_with_overwrite_keeps_the_old_output(
     capsys: pytest.CaptureFixture[str], work: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from sruc.files import atomic
+
     _existing(work)
 
-    def save(self: Image.Image, *args: Any, **kwargs: Any) -> None:
+    def write(fd: int, data: Any) -> int:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(Image.Image, "save", save)
+    monkeypatch.setattr(atomic.os, "write", write)
     check_fails(
         capsys, work, ["up", "photo.png", "-o", OUT, "--overwrite"], 1, ("no space left on device",)
     )

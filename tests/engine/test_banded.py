@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -140,10 +141,14 @@ def test_the_policy_bands_when_the_whole_image_does_not_fit(
     assert np.array_equal(np.asarray(got), np.asarray(want))
 
 
-def test_the_policy_keeps_the_whole_image_where_it_fits() -> None:
-    job = memory.Job(2000, 1000, 3, 2.0, 1000 * 500 * 3, 1, 300)
-    assert not memory.choose_banded(job, available=8 * 10**9)
-    assert memory.choose_banded(job, available=memory.upscale_bytes(2000, 1000, 3))
+def test_the_policy_bands_on_cpus_and_keeps_whole_images_for_gpus() -> None:
+    cpu = memory.Job(2000, 1000, 3, 2.0, 1000 * 500 * 3, 1, 300)
+    gpu = replace(cpu, batched=True)
+    plenty, tight = 8 * 10**9, memory.upscale_bytes(2000, 1000, 3)
+    assert memory.choose_banded(cpu, available=plenty)  # as fast, less memory
+    assert not memory.choose_banded(gpu, available=plenty)  # batched tiles are faster
+    assert memory.choose_banded(gpu, available=tight)
+    assert not memory.choose_banded(replace(cpu, band_rows=0), available=plenty)  # --tta
 
 
 def test_a_job_that_fits_in_no_way_is_refused_with_its_numbers() -> None:

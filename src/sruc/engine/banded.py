@@ -64,6 +64,8 @@ class BandPlan:
             nearest trained one, followed by a resize to ``out_size`` (``exact`` False).
         net_size: the network's ``(h, w)``.
         tiles: the network's tile plan of the whole ``net_size`` image (empty: no network).
+        uniform: the plan's tiles have equal windows, as the whole path cuts them to
+            stack several per pass (GPUs); here they still run one at a time.
     """
 
     out_size: tuple[int, int]
@@ -73,6 +75,7 @@ class BandPlan:
     net_scale: float
     net_size: tuple[int, int]
     tiles: list[Tile]
+    uniform: bool = False
 
 
 def make_plan(
@@ -92,7 +95,7 @@ def make_plan(
     if not exact:
         net = (output_size(pic.height, net_scale), output_size(pic.width, net_scale))
     tiles = [] if lm.identity else plan_tiles(*net, tile, lm.radius, uniform=uniform)
-    return BandPlan(out_size, scale, sized, exact, net_scale, net, tiles)
+    return BandPlan(out_size, scale, sized, exact, net_scale, net, tiles, uniform)
 
 
 def bands(plan: BandPlan, band: int | None = None) -> list[Rows]:

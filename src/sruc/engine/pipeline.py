@@ -392,6 +392,7 @@ def _job(
         in_values=pic.width * pic.height * channels,
         out_bytes=(how.depth or 32) // 8,
         band_rows=0 if plan is None else banded.band_rows(plan),
+        batched=plan is not None and plan.uniform,
     )
 
 
