@@ -92,7 +92,7 @@ def peak(args: argparse.Namespace) -> None:
         seconds = time.perf_counter() - t0
         size = (Path(tmp) / "out.png").stat().st_size
     w, h = result.output_size
-    job = memory.Job(w, h, 3, args.scale, width * height * 3, 1, 256 + 2 * 20 + 8)
+    job = memory.Job(w, h, 3, args.scale, width * height * 3, 1, min(h, 256 + 2 * 20 + 8))
     print(f"{args.model} {width}x{height} x{args.scale:g} -> {w}x{h} ({w * h / 1e6:.1f} MP), "
           f"{args.path}, {result.precision}, {seconds:.0f} s, PNG {size / 1e6:.0f} MB")  # fmt: skip
     print(f"  estimate: whole {memory.upscale_bytes(w, h, 3) / 1e9:.2f} GB, "

@@ -112,8 +112,8 @@ def band_rows(plan: BandPlan) -> int:
     """Rows of the largest band's working set: its tiles' input windows and the
     resize's taps (for the memory estimate)."""
     if not plan.tiles:
-        return BICUBIC_BAND + _TAPS
-    return max(t.in_y1 - t.in_y0 for t in plan.tiles) + _TAPS
+        return min(BICUBIC_BAND + _TAPS, plan.out_size[0])
+    return min(max(t.in_y1 - t.in_y0 for t in plan.tiles) + _TAPS, plan.net_size[0])
 
 
 def upscale_banded(
