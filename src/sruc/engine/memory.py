@@ -1,15 +1,18 @@
-"""Will the job fit in memory? An estimate before the work, and one line when it does not.
+"""Will the job fit in memory? An estimate before the work, the choice of path, and
+one line when nothing fits.
 
-An upscale holds the decoded input, the bicubic enlargement of every channel
-in float64 (MATLAB's kernel is applied in double precision), the Y/Cb/Cr
-planes and the output in float32, and one working tile of the network's
-feature maps. Measured on this project's machine: 53 bytes per output pixel
-for an RGB bicubic x4 of a 1000x1000 image, 68 with SRCNN (``/usr/bin/time``
-max RSS less the 230 MB of an imported sruc). :data:`BYTES_PER_VALUE` covers
-that with a margin; the estimate is compared with the memory the system says
-is available (``MemAvailable``, and a cgroup limit where there is one) before
-anything is computed, so a 5-gigapixel output is refused in a line instead of
-failing half-way with an allocator error.
+A whole-image upscale holds the decoded input, the bicubic enlargement, the
+Y/Cb/Cr planes and the output in float32 at once, and one working tile of the
+network's feature maps. Measured on this project's machine: 53 bytes per
+output pixel for an RGB bicubic x4 of a 1000x1000 image, 68 with SRCNN
+(``/usr/bin/time`` max RSS less the 230 MB of an imported sruc);
+:data:`BYTES_PER_VALUE` covers that with a margin. The banded path
+(:mod:`sruc.engine.banded`) holds the input, the integer output and one band
+(:func:`banded_bytes`). :func:`choose_banded` picks the path from these
+estimates and the memory the system says is available (``MemAvailable``, and
+a cgroup limit where there is one) before anything is computed, so a
+5-gigapixel output is refused in a line instead of failing half-way with an
+allocator error.
 """
 
 from __future__ import annotations
