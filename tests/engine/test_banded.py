@@ -143,7 +143,7 @@ def test_the_policy_bands_when_the_whole_image_does_not_fit(
 
 def test_the_policy_bands_on_cpus_and_keeps_whole_images_for_gpus() -> None:
     cpu = memory.Job(2000, 1000, 3, 2.0, 1000 * 500 * 3, 1, 300)
-    gpu = replace(cpu, batched=True)
+    gpu = replace(cpu, whole_faster=True)
     plenty, tight = 8 * 10**9, memory.upscale_bytes(2000, 1000, 3)
     assert memory.choose_banded(cpu, available=plenty)  # as fast, less memory
     assert not memory.choose_banded(gpu, available=plenty)  # batched tiles are faster

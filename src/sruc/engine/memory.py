@@ -97,8 +97,9 @@ class Job:
             integer raster, 4 for a float picture).
         band_rows: rows of one band's working set, context included (0: the job
             cannot be banded: ``--tta`` or ``--tile 0``).
-        batched: the whole path would stack several tiles per forward pass (a
-            GPU), which the banded path does not.
+        whole_faster: the whole path is faster here: it stacks several tiles per
+            forward pass (a GPU), which the banded path does not, or a per-scale
+            model is resized to a size (bands then recompute the tiles at their edges).
     """
 
     out_width: int
@@ -108,7 +109,7 @@ class Job:
     in_values: int
     out_bytes: int
     band_rows: int
-    batched: bool = False
+    whole_faster: bool = False
 
 
 def banded_bytes(job: Job) -> int:
@@ -127,8 +128,9 @@ def choose_banded(job: Job, available: int | None = None) -> bool:
     One tile per pass (CPUs): banded whenever the job can be, as it is as fast
     as the whole image (7.32 against 7.53 s for VDSR 300x300 x2 here,
     ``benchmarks/big_output.py speed``) in a fraction of the memory. Tiles
-    stacked per pass (GPUs, ``batched``): the whole image while it fits in
-    :data:`COMFORT` of the memory available, else banded.
+    stacked per pass (GPUs) or a per-scale model at a size (``whole_faster``):
+    the whole image while it fits in :data:`COMFORT` of the memory available,
+    else banded.
 
     Raises:
         DeviceError: neither path fits in the memory available.
@@ -137,8 +139,9 @@ def choose_banded(job: Job, available: int | None = None) -> bool:
     whole = upscale_bytes(job.out_width, job.out_height, job.channels) + job.in_values * 4
     banded = banded_bytes(job) if job.band_rows else None
     if avail is None:
-        return banded is not None and not job.batched
-    if banded is not None and banded <= avail and (not job.batched or whole > avail * COMFORT):
+        return banded is not None and not job.whole_faster
+    comfortable = whole <= avail * COMFORT
+    if banded is not None and banded <= avail and not (job.whole_faster and comfortable):
         return True
     if whole <= avail:
         return False

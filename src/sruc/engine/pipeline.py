@@ -299,6 +299,24 @@ def run_model(
     return self_ensemble(one, x, progress) if tta else one(x, progress)
 
 
+@dataclass(frozen=True)
+class Output:
+    """What the caller does with an upscale's result, which decides how it is made.
+
+    Attributes:
+        depth: 8 or 16: the bits per sample it will be written or shown at, so a
+            banded result can be stored quantised; None: a float picture is wanted.
+        max_pixels: the largest output accepted (``--max-pixels``); None: no limit
+            but memory.
+        banded: force the banded (True) or whole-image (False) path; None lets
+            :func:`sruc.engine.memory.choose_banded` decide.
+    """
+
+    depth: int | None = None
+    max_pixels: int | None = None
+    banded: bool | None = None
+
+
 def _upscale(
     pm: PreparedModel,
     pic: Picture,
@@ -330,24 +348,6 @@ def _upscale(
             f"out of memory upscaling {pic.width}x{pic.height} x{scale:g} to {out_w}x{out_h} "
             f"on {pm.device}; use a smaller scale, a smaller --tile, or more memory"
         ) from None
-
-
-@dataclass(frozen=True)
-class Output:
-    """What the caller does with an upscale's result, which decides how it is made.
-
-    Attributes:
-        depth: 8 or 16: the bits per sample it will be written or shown at, so a
-            banded result can be stored quantised; None: a float picture is wanted.
-        max_pixels: the largest output accepted (``--max-pixels``); None: no limit
-            but memory.
-        banded: force the banded (True) or whole-image (False) path; None lets
-            :func:`sruc.engine.memory.choose_banded` decide.
-    """
-
-    depth: int | None = None
-    max_pixels: int | None = None
-    banded: bool | None = None
 
 
 def _band_plan(
@@ -392,7 +392,7 @@ def _job(
         in_values=pic.width * pic.height * channels,
         out_bytes=(how.depth or 32) // 8,
         band_rows=0 if plan is None else banded.band_rows(plan),
-        batched=plan is not None and plan.uniform,
+        whole_faster=plan is not None and (plan.uniform or not plan.exact),
     )
 
 
