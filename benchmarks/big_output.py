@@ -88,13 +88,15 @@ def peak(args: argparse.Namespace) -> None:
         banded = {"auto": None, "banded": True, "whole": False}[args.path]
         up = sruc.Upscaler(args.model, device="cpu", precision=args.precision, banded=banded)
         t0 = time.perf_counter()
-        result = up.upscale_file(src, Path(tmp) / "out.png", args.scale, max_pixels=None)
+        dst = Path(tmp) / f"out.{args.ext}"
+        result = up.upscale_file(src, dst, args.scale, max_pixels=None)
         seconds = time.perf_counter() - t0
-        size = (Path(tmp) / "out.png").stat().st_size
+        size = dst.stat().st_size
     w, h = result.output_size
     job = memory.Job(w, h, 3, args.scale, width * height * 3, 1, min(h, 256 + 2 * 20 + 8))
     print(f"{args.model} {width}x{height} x{args.scale:g} -> {w}x{h} ({w * h / 1e6:.1f} MP), "
-          f"{args.path}, {result.precision}, {seconds:.0f} s, PNG {size / 1e6:.0f} MB")  # fmt: skip
+          f"{args.path}, {result.precision}, {seconds:.0f} s, "
+          f"{args.ext} {size / 1e6:.0f} MB")  # fmt: skip
     print(f"  estimate: whole {memory.upscale_bytes(w, h, 3) / 1e9:.2f} GB, "
           f"banded {memory.banded_bytes(job) / 1e9:.2f} GB; {cpu_line()}")  # fmt: skip
 
@@ -110,6 +112,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=2.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--path", choices=["auto", "banded", "whole"], default="auto")
+    parser.add_argument("--ext", choices=["png", "jpg", "tif"], default="png")
     args = parser.parse_args()
     speed(args) if args.what == "speed" else peak(args)
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from helpers import smooth_rgb
 from sruc.errors import OutputError
-from sruc.files import atomic, images
+from sruc.files import atomic, highdepth, images
 from sruc.files.images import Picture, from_raster
 
 ICC = b"\0" * 128 + b"a tiny fake profile"
@@ -98,3 +98,18 @@ def test_a_raster_gives_its_own_array_and_a_pillow_image() -> None:
     assert im.mode.startswith("I;16") and np.array_equal(np.asarray(im), pic.to_array(16)[..., 0])
     buffer = io.BytesIO()
     im.save(buffer, format="PNG")
+
+
+@pytest.mark.parametrize(("dtype", "channels"), [(np.uint8, 3), (np.uint16, 4), (np.uint8, 1)])
+def test_a_tall_streamed_png_decodes_to_its_array(
+    tmp_path: Path, dtype: type, channels: int
+) -> None:
+    # Taller than one block of filtered rows, so the filter crosses blocks.
+    rng = np.random.default_rng(0)
+    peak = np.iinfo(dtype).max
+    array = rng.integers(0, peak + 1, (150, 9, channels), dtype=np.int64).astype(dtype)
+    array[:70] //= 3  # smooth and rough parts
+    with open(tmp_path / "t.png", "wb") as f:
+        highdepth.stream_png(f, array)
+    pic = images.read_image(tmp_path / "t.png")
+    assert np.array_equal(pic.to_array(8 if dtype == np.uint8 else 16), array)

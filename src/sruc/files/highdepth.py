@@ -361,24 +361,11 @@ def _png_metadata(icc_profile: bytes | None, exif: bytes | None) -> list[tuple[b
     return extra
 
 
-#: Bytes of a PNG before its first chunk after IHDR: the signature and the IHDR chunk.
-_PNG_HEAD = 8 + 12 + 13
-
-
-class _AfterHeader:
-    """A file wrapper that writes ``chunks`` once the PNG signature and IHDR went by."""
-
-    def __init__(self, fp: BinaryIO, chunks: list[tuple[bytes, bytes]]) -> None:
-        self.fp, self.chunks, self.seen = fp, chunks, 0
-
-    def write(self, data: bytes) -> None:
-        self.fp.write(data)
-        self.seen += len(data)
-        if self.chunks and self.seen >= _PNG_HEAD:
-            assert self.seen == _PNG_HEAD, "pypng wrote IHDR and more at once"
-            for tag, body in self.chunks:
-                png.write_chunk(self.fp, tag, body)
-            self.chunks = []
+#: PNG colour types by channel count: gray, gray + alpha, RGB, RGBA.
+_COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}
+#: Rows filtered and compressed at a time, and the IDAT chunk size streamed out.
+_ROWS_AT_ONCE = 64
+_IDAT_BYTES = 1 << 20
 
 
 def stream_png(
@@ -389,19 +376,58 @@ def stream_png(
     exif: bytes | None = None,
 ) -> None:
     """Write ``array`` (uint8 or uint16 ``(H, W, C)``, C in 1..4) to ``fp`` as a PNG,
-    one row at a time: beside the array, memory holds one compressed chunk (pypng,
-    zlib level 4, no row filters, so files are larger than Pillow's or libpng's).
+    a few rows at a time: beside the array, memory holds those rows and one
+    compressed chunk. Every row gets the Paeth filter (the specification's
+    best single filter for photographs), computed with numpy; zlib level 4.
     For outputs too large to encode in memory (the banded pipeline's)."""
     if array.dtype not in (np.uint8, np.uint16) or array.ndim != 3 or array.shape[2] not in _MODES:
         raise OutputError(f"cannot stream a PNG from {array.dtype} data of shape {array.shape}")
     height, width, channels = array.shape
-    bitdepth = 8 if array.dtype == np.uint8 else 16
-    layout = {"greyscale": channels < 3, "alpha": channels in (2, 4)}
-    writer = png.Writer(width, height, bitdepth=bitdepth, compression=_ZLIB_LEVEL, **layout)
-    sample = ">u2" if bitdepth == 16 else "u1"  # PNG samples are big-endian
-    rows = (row.astype(sample, copy=False).tobytes() for row in array)
-    target = _AfterHeader(fp, _png_metadata(icc_profile, exif))
-    writer.write_packed(target, rows)
+    depth = array.dtype.itemsize * 8
+    fp.write(b"\x89PNG\r\n\x1a\n")
+    header = struct.pack(">IIBBBBB", width, height, depth, _COLOUR_TYPES[channels], 0, 0, 0)
+    png.write_chunk(fp, b"IHDR", header)
+    for tag, body in _png_metadata(icc_profile, exif):
+        png.write_chunk(fp, tag, body)
+    zlib_stream = zlib.compressobj(_ZLIB_LEVEL)
+    pending = bytearray()
+    previous = np.zeros(width * channels * array.dtype.itemsize, np.uint8)
+    for y0 in range(0, height, _ROWS_AT_ONCE):
+        rows = _as_bytes(array[y0 : y0 + _ROWS_AT_ONCE])
+        pending += zlib_stream.compress(_paeth(rows, previous, channels * array.dtype.itemsize))
+        previous = rows[-1]
+        while len(pending) >= _IDAT_BYTES:
+            png.write_chunk(fp, b"IDAT", bytes(pending[:_IDAT_BYTES]))
+            del pending[:_IDAT_BYTES]
+    pending += zlib_stream.flush()
+    png.write_chunk(fp, b"IDAT", bytes(pending))
+    png.write_chunk(fp, b"IEND")
+
+
+def _as_bytes(rows: np.ndarray) -> np.ndarray:
+    """``(n, W, C)`` samples as ``(n, W * C * itemsize)`` bytes, big-endian as PNG wants."""
+    samples = np.ascontiguousarray(rows, dtype=">u2" if rows.dtype == np.uint16 else np.uint8)
+    return samples.view(np.uint8).reshape(rows.shape[0], -1)
+
+
+def _paeth(rows: np.ndarray, previous: np.ndarray, bpp: int) -> bytes:
+    """``rows`` (bytes of each row) Paeth-filtered, each behind its filter-type byte 4.
+
+    The filter predicts a byte from the raw bytes left (a), above (b) and
+    above-left (c) of it, so a whole block of rows filters at once."""
+    up = np.concatenate([previous[None], rows[:-1]]).astype(np.int16)
+    x = rows.astype(np.int16)
+    left = np.zeros_like(x)
+    left[:, bpp:] = x[:, :-bpp]
+    corner = np.zeros_like(up)
+    corner[:, bpp:] = up[:, :-bpp]
+    p = left + up - corner
+    pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - corner)
+    pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, corner))
+    out = np.empty((rows.shape[0], rows.shape[1] + 1), np.uint8)
+    out[:, 0] = 4
+    out[:, 1:] = (x - pred).astype(np.uint8)  # modulo 256, as the specification says
+    return out.tobytes()
 
 
 def _encode_png(array: np.ndarray) -> bytes:
