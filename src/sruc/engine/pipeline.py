@@ -76,8 +76,8 @@ class Upscaler:
             of its input (:mod:`sruc.core.ensemble`; 8 times the work).
         banded: make the output in bands of rows (:mod:`sruc.engine.banded`; the
             same pixels in a fraction of the memory) if True, the whole image at
-            once if False; None (default) bands only when the whole image would
-            not fit comfortably in the memory available.
+            once if False; None (default): :func:`sruc.engine.memory.choose_banded`
+            decides (bands on CPUs, whole images on GPUs while they fit).
         cache_dir, offline, sha256: where the weights may come from (see
             :func:`sruc.zoo.registry.load_model`).
 
@@ -328,8 +328,8 @@ def _upscale(
     how: Output | None = None,
 ) -> Picture:
     """The core, on checked arguments: bicubic, the network on Y, bicubic chroma, merge;
-    the whole image at once, or band by band where memory asks for it
-    (:func:`sruc.engine.memory.choose_banded`).
+    the whole image at once or band by band, as :func:`sruc.engine.memory.choose_banded`
+    decides (it may refuse the job).
 
     ``size``: the output ``(h, w)`` of a TargetSize (else the MATLAB size of ``scale``)."""
     how = how or Output()
