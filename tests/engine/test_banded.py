@@ -39,13 +39,14 @@ def both(
     band: int | None,
     depth: int | None,
     precision: str = "fp32",
+    tta: bool = False,
 ) -> tuple[Picture, Picture]:
     """The whole-image result and the banded one, of the same prepared model."""
-    up = sruc.Upscaler(model, device="cpu", precision=precision, tile=tile, banded=False)
+    up = sruc.Upscaler(model, device="cpu", precision=precision, tile=tile, banded=False, tta=tta)
     whole = up.upscale_picture(pic, scale, depth=depth)
     pm, factor, size = up._plan(pic, scale)
     out_size = (whole.height, whole.width)
-    plan = pipeline._band_plan(pm, pic, factor, out_size, size, tile)
+    plan = pipeline._band_plan(pm, pic, factor, out_size, size, tile, tta)
     return whole, banded.upscale_banded(pm, pic, plan, depth=depth, band=band)
 
 
@@ -116,15 +117,29 @@ def test_default_bands_follow_the_rows_of_tiles(tiny_vdsr_ckpt: Path) -> None:
     pic = picture("rgb")
     pm, factor, _ = up._plan(pic, 3)
     plan = pipeline._band_plan(pm, pic, factor, (57, 69), None, 16)
+    assert banded.band_rows(plan) == 16 + 2 * 6 + 8
     assert banded.bands(plan) == [(0, 16), (16, 32), (32, 48), (48, 57)]
     assert banded.bands(plan, 25) == [(0, 25), (25, 50), (50, 57)]
 
 
-def test_tta_and_no_tiling_cannot_be_forced_into_bands(tiny_vdsr_ckpt: Path) -> None:
-    for kw in ({"tta": True}, {"tile": 0}):
-        up = sruc.Upscaler(tiny_vdsr_ckpt, device="cpu", banded=True, **kw)  # type: ignore[arg-type]
-        with pytest.raises(UsageError, match="cannot run in bands"):
-            up.upscale_picture(picture("rgb"), 2)
+def test_no_tiling_cannot_be_forced_into_bands(tiny_vdsr_ckpt: Path) -> None:
+    up = sruc.Upscaler(tiny_vdsr_ckpt, device="cpu", banded=True, tile=0)
+    with pytest.raises(UsageError, match="cannot run in bands"):
+        up.upscale_picture(picture("rgb"), 2)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 2.5, TargetSize(width=61, height=40)])
+@pytest.mark.parametrize("band", [None, 1, 6])
+def test_tta_is_banded_exactly(
+    tiny_vdsr_ckpt: Path, tiny_srcnn_ckpt: Path, scale: float | TargetSize, band: int | None
+) -> None:
+    # Odd sizes: the 8 transformed images' tiles start from every corner.
+    pic = picture("rgba", 19, 23)
+    whole, out = both(tiny_vdsr_ckpt, pic, scale, tile=12, band=band, depth=8, tta=True)
+    assert_same(whole, out, 8)
+    if scale == 3:
+        whole, out = both(tiny_srcnn_ckpt, pic, 3, tile=16, band=band, depth=None, tta=True)
+        assert_same(whole, out, None)
 
 
 def test_the_policy_bands_when_the_whole_image_does_not_fit(

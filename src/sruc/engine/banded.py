@@ -15,23 +15,30 @@ the same input window), so the output is bit-identical to it. Bands follow
 the network's rows of tiles, so no tile runs twice; a band height that cuts
 tiles (``band=``, for tests) is just as exact, at the cost of tiles recomputed.
 
-Not banded: ``--tta`` (each of its 8 passes tiles a rotated or mirrored
-image from its own corner, so a band of output rows is a band of columns
-in half of them) and ``--tile 0`` (the network then sees the whole image).
+``--tta`` bands too: each of its 8 passes tiles a rotated or mirrored image
+from that image's own corner, so for each pass the band runs the tiles of
+that image whose output falls in the band, on their own windows, and sums the
+passes in the ensemble's order. A band then reads up to two rows of tiles in
+some passes (they are not aligned with the band), so this is slower than the
+whole image and used when memory asks for it. Not banded: ``--tile 0`` (the
+network then sees the whole image).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from sruc.core.color import rgb_to_ycbcr, ycbcr_to_rgb
+from sruc.core.ensemble import TRANSFORMS, Rect, source_rect, transform, untransform
 from sruc.core.resize import imresize_rows, output_size, source_rows
 from sruc.core.tiling import (
     ProgressFn,
     Tile,
+    TileModel,
     plan_tiles,
     run_tiled_rows,
     tiles_crossing,
@@ -66,6 +73,8 @@ class BandPlan:
         tiles: the network's tile plan of the whole ``net_size`` image (empty: no network).
         uniform: the plan's tiles have equal windows, as the whole path cuts them to
             stack several per pass (GPUs); here they still run one at a time.
+        passes: with ``--tta``, the tile plan of each of the 8 transformed images
+            (:func:`sruc.core.ensemble.transform`), in their own coordinates; else empty.
     """
 
     out_size: tuple[int, int]
@@ -76,6 +85,7 @@ class BandPlan:
     net_size: tuple[int, int]
     tiles: list[Tile]
     uniform: bool = False
+    passes: tuple[list[Tile], ...] = ()
 
 
 def make_plan(
@@ -84,18 +94,30 @@ def make_plan(
     scale: float,
     out_size: tuple[int, int],
     sized: bool,
-    tile: int,
-    uniform: bool,
+    tiling: Callable[[int, int], tuple[int, int]],
+    tta: bool = False,
 ) -> BandPlan:
-    """The plan of a banded upscale; ``tile`` and ``uniform`` as the whole run would use."""
+    """The plan of a banded upscale. ``tiling(h, w)``: the tile edge and tiles per pass
+    the whole path uses for an ``h x w`` network input
+    (:meth:`~sruc.engine.prepared.PreparedModel.tiling`)."""
     lm = pm.loaded
     exact = not sized or lm.identity or lm.multiscale or not lm.scales
     net_scale = scale if exact else nearest_scale(lm.scales, scale)
     net = out_size
     if not exact:
         net = (output_size(pic.height, net_scale), output_size(pic.width, net_scale))
-    tiles = [] if lm.identity else plan_tiles(*net, tile, lm.radius, uniform=uniform)
-    return BandPlan(out_size, scale, sized, exact, net_scale, net, tiles, uniform)
+    if lm.identity:
+        return BandPlan(out_size, scale, sized, exact, net_scale, net, [])
+
+    def plan(h: int, w: int) -> list[Tile]:
+        tile, batch = tiling(h, w)
+        return plan_tiles(h, w, tile, lm.radius, uniform=batch > 1)
+
+    tiles = plan(*net)
+    uniform = tiling(*net)[1] > 1
+    turned = (net[1], net[0])
+    passes = tuple(plan(*(turned if k % 2 else net)) for k in range(TRANSFORMS)) if tta else ()
+    return BandPlan(out_size, scale, sized, exact, net_scale, net, tiles, uniform, passes)
 
 
 def bands(plan: BandPlan, band: int | None = None) -> list[Rows]:
@@ -110,10 +132,12 @@ def bands(plan: BandPlan, band: int | None = None) -> list[Rows]:
 
 def band_rows(plan: BandPlan) -> int:
     """Rows of the largest band's working set: its tiles' input windows and the
-    resize's taps (for the memory estimate)."""
+    resize's taps (for the memory estimate). With ``--tta`` a band may read two
+    rows of tiles: the transformed images' tiles start from other corners."""
     if not plan.tiles:
         return min(BICUBIC_BAND + _TAPS, plan.out_size[0])
-    return min(max(t.in_y1 - t.in_y0 for t in plan.tiles) + _TAPS, plan.net_size[0])
+    window = max(t.in_y1 - t.in_y0 for t in plan.tiles) * (2 if plan.passes else 1)
+    return min(window + _TAPS, plan.net_size[0])
 
 
 def upscale_banded(
@@ -164,7 +188,7 @@ def _band_color(
     if not plan.tiles:  # bicubic
         return _finite(pm, _resize(x, plan, rows)[0])
     net_rows = _net_rows(plan, rows)
-    n0, n1 = window_rows(plan.tiles, net_rows)
+    n0, n1 = _window(plan, net_rows)
     # As the whole path: the exact model's input is the output's own bicubic.
     if plan.exact:
         up = _resize(x, plan, (n0, n1))
@@ -173,7 +197,12 @@ def _band_color(
     net, _ = pm.runner(pic.bits)
 
     def network(y: torch.Tensor) -> torch.Tensor:
-        out = run_tiled_rows(net, y, plan.tiles, net_rows, offset=n0, device=pm.device, done=done)
+        if plan.passes:
+            out = _ensemble_rows(net, y, plan, net_rows, n0, pm.device, done)
+        else:
+            out = run_tiled_rows(
+                net, y, plan.tiles, net_rows, offset=n0, device=pm.device, done=done
+            )
         if plan.exact:
             return out
         return imresize_rows(
@@ -189,6 +218,64 @@ def _band_color(
         chroma = ycc[:, 1:, a:b] if plan.exact else rgb_to_ycbcr(_resize(x, plan, rows))[:, 1:]
         color = ycbcr_to_rgb(torch.cat([y, chroma], dim=1))[0]
     return _finite(pm, color)
+
+
+def _crossing(plan: BandPlan, rows: Rows) -> list[tuple[int, Tile, Rect]]:
+    """The tiles that make network ``rows``: ``(k, tile, its output rectangle in the
+    image's own orientation)``, k the transform (0 without ``--tta``)."""
+    if not plan.passes:
+        return [(0, t, (t.y0, t.y1, t.x0, t.x1)) for t in tiles_crossing(plan.tiles, rows)]
+    h, w = plan.net_size
+    found = []
+    for k, tiles in enumerate(plan.passes):
+        for t in tiles:
+            rect = source_rect(k, h, w, (t.y0, t.y1, t.x0, t.x1))
+            if rect[0] < rows[1] and rect[1] > rows[0]:
+                found.append((k, t, rect))
+    return found
+
+
+def _window(plan: BandPlan, rows: Rows) -> Rows:
+    """The network input rows that network output ``rows`` read."""
+    if not plan.passes:
+        return window_rows(plan.tiles, rows)
+    h, w = plan.net_size
+    spans = [source_rect(k, h, w, (t.in_y0, t.in_y1, t.in_x0, t.in_x1))
+             for k, t, _ in _crossing(plan, rows)]  # fmt: skip
+    return min(a for a, *_ in spans), max(b for _, b, *_ in spans)
+
+
+def _ensemble_rows(
+    net: TileModel,
+    y: torch.Tensor,
+    plan: BandPlan,
+    rows: Rows,
+    offset: int,
+    device: torch.device,
+    done: ProgressFn | None,
+) -> torch.Tensor:
+    """Rows ``rows`` of :func:`sruc.core.ensemble.self_ensemble` over the tiled network,
+    from the input rows ``[offset, ...)`` in ``y``: each of the 8 passes runs the tiles
+    its transformed image has in the whole run, on the same windows (cut here from
+    the untransformed band and transformed), and the passes are summed in the same
+    order, so the result is the whole ensemble's, bit for bit."""
+    r0, r1 = rows
+    h, w = plan.net_size
+    parts = [y.new_empty((*y.shape[:-2], r1 - r0, w)) for _ in range(TRANSFORMS)]
+    for k, t, (oy0, oy1, ox0, ox1) in _crossing(plan, rows):
+        iy0, iy1, ix0, ix1 = source_rect(k, h, w, (t.in_y0, t.in_y1, t.in_x0, t.in_x1))
+        inp = transform(y[:, :, iy0 - offset : iy1 - offset, ix0:ix1], k)
+        res = net(inp.contiguous().to(device))
+        keep = res[:, :, t.y0 - t.in_y0 : t.y1 - t.in_y0, t.x0 - t.in_x0 : t.x1 - t.in_x0]
+        back = untransform(keep.to(y.device), k)
+        a, b = max(oy0, r0), min(oy1, r1)
+        parts[k][:, :, a - r0 : b - r0, ox0:ox1] = back[:, :, a - oy0 : b - oy0]
+        if done is not None:
+            done(1, 1)
+    out = parts[0].clone()
+    for part in parts[1:]:
+        out.add_(part)
+    return out.div_(TRANSFORMS)
 
 
 def _finite(pm: PreparedModel, color: torch.Tensor) -> torch.Tensor:
@@ -242,7 +329,7 @@ def _progress(plan: BandPlan, spans: list[Rows], progress: ProgressFn | None) ->
     """Count tiles over all bands: ``done(1, n)`` after each becomes ``progress(k, total)``."""
     if progress is None or not plan.tiles:
         return None
-    total = sum(len(tiles_crossing(plan.tiles, _net_rows(plan, r))) for r in spans)
+    total = sum(len(_crossing(plan, _net_rows(plan, r))) for r in spans)
     count = [0]
 
     def done(step: int, _: int) -> None:

@@ -335,7 +335,7 @@ def _upscale(
     how = how or Output()
     out_h, out_w = size or (output_size(pic.height, scale), output_size(pic.width, scale))
     images.check_output_pixels(out_w, out_h, how.max_pixels, (pic.width, pic.height), scale)
-    plan = None if tta or tile == 0 else _band_plan(pm, pic, scale, (out_h, out_w), size, tile)
+    plan = None if tile == 0 else _band_plan(pm, pic, scale, (out_h, out_w), size, tile, tta)
     bands = _use_bands(_job(pic, (out_h, out_w), scale, how, plan), how.banded)
     try:
         if bands and plan is not None:
@@ -357,11 +357,14 @@ def _band_plan(
     out_size: tuple[int, int],
     size: tuple[int, int] | None,
     tile: int | None,
+    tta: bool = False,
 ) -> banded.BandPlan:
     """The banded path's plan, with the tiles the whole path would cut."""
-    plan = banded.make_plan(pm, pic, scale, out_size, size is not None, 0, False)
-    net_tile, batch = pm.tiling(*plan.net_size, pic.bits, tile)
-    return banded.make_plan(pm, pic, scale, out_size, size is not None, net_tile, batch > 1)
+
+    def tiling(h: int, w: int) -> tuple[int, int]:
+        return pm.tiling(h, w, pic.bits, tile)
+
+    return banded.make_plan(pm, pic, scale, out_size, size is not None, tiling, tta)
 
 
 def _use_bands(job: memory.Job, forced: bool | None) -> bool:
@@ -369,7 +372,7 @@ def _use_bands(job: memory.Job, forced: bool | None) -> bool:
     if forced is None:
         return memory.choose_banded(job)
     if forced and not job.band_rows:
-        raise UsageError("--tta and --tile 0 cannot run in bands: each pass needs the whole image")
+        raise UsageError("--tile 0 cannot run in bands: the network needs the whole image")
     if not forced:
         memory.choose_banded(replace(job, band_rows=0))  # refuses what cannot fit
     return forced
@@ -392,7 +395,7 @@ def _job(
         in_values=pic.width * pic.height * channels,
         out_bytes=(how.depth or 32) // 8,
         band_rows=0 if plan is None else banded.band_rows(plan),
-        whole_faster=plan is not None and (plan.uniform or not plan.exact),
+        whole_faster=plan is not None and (plan.uniform or not plan.exact or bool(plan.passes)),
     )
 
 
