@@ -178,7 +178,7 @@ class _Run:
             pic,
             self.scale,
             progress=tiles,
-            depth=images.output_bits(pic, item.output),
+            target=item.output,
             max_output_pixels=self.max_output_pixels,
         )
         item.model_seconds = time.perf_counter() - t0

@@ -30,10 +30,6 @@ BYTES_PER_VALUE = 24
 #: 1x200,000 and a 1x800,000 RGB line at x2 took 447 and 1,044 MB here, about
 #: 500 bytes per pixel of the long side; this keeps a margin.
 BYTES_PER_EDGE_PIXEL = 640
-#: Copies of the output held while it is encoded, beside the output itself: a
-#: Pillow image and the compressed bytes (a PNG of a banded output streams its
-#: rows, so this over-counts there).
-ENCODE_COPIES = 2
 #: Share of the available memory the whole-image path may plan to use; above it
 #: the job is banded (the system, other programs and the estimate's error need
 #: the rest).
@@ -97,6 +93,8 @@ class Job:
             integer raster, 4 for a float picture).
         band_rows: rows of one band's working set, context included (0: the job
             cannot be banded: ``--tta`` or ``--tile 0``).
+        encode_copies: copies of the output held while it is encoded
+            (:func:`sruc.files.images.encoded_copies`: 0 for a streamed PNG).
         whole_faster: the whole path is faster here: it stacks several tiles per
             forward pass (a GPU), which the banded path does not, or a per-scale
             model is resized to a size (bands then recompute the tiles at their edges).
@@ -109,6 +107,7 @@ class Job:
     in_values: int
     out_bytes: int
     band_rows: int
+    encode_copies: int = 2
     whole_faster: bool = False
 
 
@@ -118,7 +117,7 @@ def banded_bytes(job: Job) -> int:
     values = job.out_width * job.out_height * job.channels
     band = job.band_rows * job.out_width * job.channels * BYTES_PER_VALUE
     edges = (job.out_width + job.out_height) * BYTES_PER_EDGE_PIXEL
-    output = values * job.out_bytes * (1 + ENCODE_COPIES)
+    output = values * job.out_bytes * (1 + job.encode_copies)
     return job.in_values * 4 + output + band + edges + TILE_BYTES
 
 

@@ -182,15 +182,17 @@ class Upscaler:
         progress: ProgressFn | None = None,
         depth: int | None = None,
         max_output_pixels: int | None = None,
+        target: str | os.PathLike[str] | None = None,
     ) -> Picture:
         """Upscale a decoded picture (see :func:`upscale_picture`).
 
-        ``depth`` (8 or 16, from :func:`sruc.files.images.output_bits`): the bits the
-        result will be written at; a banded result is then stored quantised, in
-        a quarter or half of a float picture's memory. ``max_output_pixels``: refuse
+        ``target``: the file the result will be written to, or ``depth`` (8 or 16):
+        the bits it will be written at; a banded result is then stored quantised,
+        in a quarter or half of a float picture's memory (``target`` also tells
+        the memory estimate how it will be encoded). ``max_output_pixels``: refuse
         larger outputs before any work."""
         pm, factor, size = self._plan(pic, scale)
-        how = Output(depth=depth, max_pixels=max_output_pixels, banded=self.banded)
+        how = _output(pic, target, max_output_pixels, self.banded, depth)
         return _upscale(pm, pic, factor, self.tile, progress, self.tta, size, how)
 
     def upscale(
@@ -207,11 +209,10 @@ class Upscaler:
         if not isinstance(scale, TargetSize):
             self.prepared(check_scale(scale))  # the model's problems before decoding
         pic = _as_picture(image, max_pixels)
-        depth = images.output_bits(pic, None)
-        out = self.upscale_picture(
-            pic, scale, progress=progress, depth=depth, max_output_pixels=max_output_pixels
-        )
-        return out.to_pil()
+        pm, factor, size = self._plan(pic, scale)
+        how = _output(pic, None, max_output_pixels, self.banded, images.output_bits(pic, None))
+        how = replace(how, copies=1)  # the Pillow image
+        return _upscale(pm, pic, factor, self.tile, progress, self.tta, size, how).to_pil()
 
     def upscale_file(
         self,
@@ -237,7 +238,7 @@ class Upscaler:
         pm, factor, size = self._plan(pic, scale)
         if on_start is not None:
             on_start(pic)
-        how = Output(images.output_bits(pic, dst), max_output_pixels, self.banded)
+        how = _output(pic, dst, max_output_pixels, self.banded)
         out = _upscale(pm, pic, factor, self.tile, progress, self.tta, size, how)
         images.write_image(out, dst, quality=quality, overwrite=overwrite)
         return UpscaleResult(
@@ -310,11 +311,29 @@ class Output:
             but memory.
         banded: force the banded (True) or whole-image (False) path; None lets
             :func:`sruc.engine.memory.choose_banded` decide.
+        copies: copies of the output its encoder holds
+            (:func:`sruc.files.images.encoded_copies`), for the estimate.
     """
 
     depth: int | None = None
     max_pixels: int | None = None
     banded: bool | None = None
+    copies: int = 0
+
+
+def _output(
+    pic: Picture,
+    target: str | os.PathLike[str] | None,
+    max_pixels: int | None,
+    banded: bool | None,
+    depth: int | None = None,
+) -> Output:
+    """What is done with the result: written to ``target`` (at its depth, with its
+    encoder's copies), else kept at ``depth`` (None: float)."""
+    if target is None:
+        return Output(depth, max_pixels, banded)
+    bits = images.output_bits(pic, target)
+    return Output(bits, max_pixels, banded, images.encoded_copies(target))
 
 
 def _upscale(
@@ -395,6 +414,7 @@ def _job(
         in_values=pic.width * pic.height * channels,
         out_bytes=(how.depth or 32) // 8,
         band_rows=0 if plan is None else banded.band_rows(plan),
+        encode_copies=how.copies,
         whole_faster=plan is not None and (plan.uniform or not plan.exact or bool(plan.passes)),
     )
 

@@ -166,6 +166,16 @@ def output_bits(pic: Picture, path: str | os.PathLike[str] | None) -> int:
     return _bits_for(pic.bits, output_format(path))
 
 
+def encoded_copies(path: str | os.PathLike[str] | None) -> int:
+    """Copies of an output's pixels held while it is encoded, beside the pixels
+    themselves: none for a PNG of a raster picture (its rows are streamed), a
+    Pillow image and the encoded bytes for other files, a Pillow image for
+    ``path`` None (:meth:`Picture.to_pil`). For the memory estimate."""
+    if path is None:
+        return 1
+    return 0 if output_format(path) == "PNG" else 2
+
+
 # --------------------------------------------------------------------------- decoding
 
 
