@@ -65,8 +65,10 @@ class BandPlan:
 
     Attributes:
         out_size: the output ``(h, w)``.
-        scale: the resize from input to output (None when ``sized``).
-        sized: the output is a given size (``imresize(size=out_size)``).
+        scale: the factor of the resize from input to output (``imresize(scale=)``).
+        sized: the output is a given size instead (``imresize(size=out_size)``).
+        exact: the network runs on the output's own bicubic (not a per-scale model
+            at a size, whose network output is then resized).
         net_scale: the scale the network runs at: ``scale``, or a per-scale model's
             nearest trained one, followed by a resize to ``out_size`` (``exact`` False).
         net_size: the network's ``(h, w)``.
