@@ -125,7 +125,8 @@ def choose_banded(job: Job, available: int | None = None) -> bool:
     """The one policy: band the job (True) or not, or refuse it in one line.
 
     One tile per pass (CPUs): banded whenever the job can be, as it is as fast
-    as the whole image (7.32 against 7.53 s for VDSR 300x300 x2 here,
+    as the whole image within the noise (VDSR x2, one thread, on a 2-core AMD
+    EPYC: 300x300 7.32 against 7.53 s, 1000x1000 34.6 against 33.6 s;
     ``benchmarks/big_output.py speed``) in a fraction of the memory. Tiles
     stacked per pass (GPUs) or a per-scale model at a size (``whole_faster``):
     the whole image while it fits in :data:`COMFORT` of the memory available,
