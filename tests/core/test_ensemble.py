@@ -123,3 +123,15 @@ def test_bench_records_tta(capsys: pytest.CaptureFixture[str], tmp_path: Path,
     p0, p1 = (r["results"][0] for r in (plain, tta))
     assert p0["bicubic"]["psnr"] == p1["bicubic"]["psnr"]
     assert p0["models"][0]["psnr"] != p1["models"][0]["psnr"]
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_source_rect_is_the_part_of_the_image_a_transformed_rect_shows(k: int) -> None:
+    from sruc.core.ensemble import source_rect
+
+    x = torch.arange(5 * 7).reshape(1, 1, 5, 7)
+    t = transform(x, k)
+    h, w = t.shape[-2:]
+    for y0, y1, x0, x1 in [(0, h, 0, w), (1, 3, 2, 5), (h - 1, h, 0, 1), (0, 2, w - 3, w)]:
+        a, b, c, d = source_rect(k, 5, 7, (y0, y1, x0, x1))
+        assert torch.equal(transform(x[..., a:b, c:d], k), t[..., y0:y1, x0:x1])

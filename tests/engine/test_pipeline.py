@@ -241,24 +241,26 @@ def test_psnr_reproduces_bicubic_baseline_through_8bit_files(
         assert abs(np.mean(values) - want) <= 0.01, (s, np.mean(values))
 
 
+@pytest.mark.parametrize("ext", ["png", "jpg"])
 def test_sigterm_during_up_leaves_no_file(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, ext: str
 ) -> None:
     import os
     import signal
 
-    from sruc.files import images as images_mod
+    from sruc.files import atomic
 
     Image.fromarray(smooth_rgb(20, 24)).save(tmp_path / "in.png")
-    real = images_mod.Image.Image.save
+    real = atomic.os.write
 
-    def save(self: Image.Image, fp: object, *args: object, **kwargs: object) -> None:
-        os.kill(os.getpid(), signal.SIGTERM)  # during the encode, into the temporary file
-        real(self, fp, *args, **kwargs)  # type: ignore[arg-type]
+    def write(fd: int, data: bytes) -> int:
+        os.kill(os.getpid(), signal.SIGTERM)  # while writing the temporary file
+        return real(fd, data)
 
-    monkeypatch.setattr(images_mod.Image.Image, "save", save)
+    # PNG outputs stream their rows into the temporary file; JPEG is encoded first.
+    monkeypatch.setattr(atomic.os, "write", write)
     code = main(["up", str(tmp_path / "in.png"), "-s", "2", "--model", "bicubic",
-                 "-o", str(tmp_path / "out.png"), "-q"])  # fmt: skip
+                 "-o", str(tmp_path / f"out.{ext}"), "-q"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 130 and err.strip() == "interrupted"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]  # no output, no .part

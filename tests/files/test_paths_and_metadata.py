@@ -130,15 +130,16 @@ def test_a_job_too_big_for_memory_is_refused_before_the_work(
 def test_an_allocation_failure_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sruc.engine import pipeline
+    from sruc.engine import banded, pipeline
 
-    def fail(*a: object) -> None:
+    def fail(*a: object, **kw: object) -> None:
         raise RuntimeError(
             "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"
         )
 
     Image.fromarray(smooth_rgb(40, 50)).save(tmp_path / "in.png")
     monkeypatch.setattr(pipeline, "_compute", fail)
+    monkeypatch.setattr(banded, "upscale_banded", fail)
     code, err = run(capsys, "up", tmp_path / "in.png", "-s", "2", "--model", "bicubic", "-o",
                     tmp_path / "out.png")  # fmt: skip
     assert code == 1

@@ -112,6 +112,7 @@ class _Run:
     progress: BatchProgressFn | None
     total: int
     upscaler: Upscaler | None = None  # around `model`, with the tile and --tta
+    max_output_pixels: int | None = None
     started: float = field(default_factory=time.perf_counter)
     position: float = 0.0
     finished: int = 0
@@ -186,7 +187,13 @@ class _Run:
 
         t0 = time.perf_counter()
         assert self.upscaler is not None
-        out = self.upscaler.upscale_picture(pic, self.scale, progress=tiles)
+        out = self.upscaler.upscale_picture(
+            pic,
+            self.scale,
+            progress=tiles,
+            target=item.output,
+            max_output_pixels=self.max_output_pixels,
+        )
         item.model_seconds = time.perf_counter() - t0
         item.input_size, item.output_size = (pic.width, pic.height), (out.width, out.height)
         item.precision = self.model.runner(pic.bits)[1]
@@ -338,6 +345,7 @@ def run_batch(
     env: Mapping[str, str] | None = None,
     progress: BatchProgressFn | None = None,
     tta: bool = False,
+    max_output_pixels: int | None = None,
 ) -> BatchReport:
     """Upscale every image of ``inputs`` into ``out_dir``; one bad file never stops it.
 
@@ -368,6 +376,8 @@ def run_batch(
         progress: called on this thread after each tile and each file.
         tta: self-ensemble over the 8 flips and rotations of each image (8 times
             the work; see :mod:`sruc.core.ensemble`).
+        max_output_pixels: largest output accepted, in pixels (None: no limit but
+            memory); a larger one fails that image before its work.
 
     Returns:
         The report; its ``exit_code`` is 1 if any file failed or the batch
@@ -399,7 +409,8 @@ def run_batch(
     report = _report_for(items, pm, scale, share)
     work = [i for i in items if i.status == PENDING]
     _make_folder(out_dir)
-    run = _Run(pm, scale, tile, quality, overwrite, max_pixels, progress, len(work), upscaler)
+    run = _Run(pm, scale, tile, quality, overwrite, max_pixels, progress, len(work), upscaler,
+               max_output_pixels)  # fmt: skip
     run.start(items)
     _execute(run, work, report, started)
     return report

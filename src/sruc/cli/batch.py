@@ -15,7 +15,15 @@ from typing import Any
 
 import click
 
-from sruc.cli.options import CONTEXT, SCALE, load_model_for_cli, tta_option, weights_options
+from sruc.cli.options import (
+    CONTEXT,
+    SCALE,
+    load_model_for_cli,
+    max_pixels_option,
+    pixel_limits,
+    tta_option,
+    weights_options,
+)
 from sruc.cli.progress import Display
 from sruc.engine.launch import rank_prefix
 from sruc.engine.precision import PRECISIONS
@@ -89,10 +97,7 @@ def _summary(report: Any, scale: float) -> str:
     "--tile", type=click.IntRange(min=0), default=None,
     help="Tile edge in pixels; 0 disables tiling. [default: chosen per device]",
 )  # fmt: skip
-@click.option(
-    "--max-pixels", type=click.IntRange(min=1), default=None,
-    help="Largest input accepted, in pixels. [default: 89478485, Pillow's limit]",
-)  # fmt: skip
+@max_pixels_option
 @click.option(
     "--shard", metavar="K/N", default=None,
     help="Process share K of N (1-based) of the files, e.g. one per machine. Under torchrun "
@@ -141,7 +146,6 @@ def batch(
       torchrun --nproc_per_node=4 -m sruc batch photos/ -o up/ --device cuda
     """
     from sruc.batch import BatchInterrupted, parse_shard, run_batch
-    from sruc.files.images import DEFAULT_MAX_PIXELS
 
     share = parse_shard(shard) if shard is not None else None
     prefix = rank_prefix()
@@ -174,7 +178,8 @@ def batch(
                 suffix=suffix,
                 output_format=output_format,
                 quality=quality,
-                max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+                max_pixels=pixel_limits(max_pixels)[0],
+                max_output_pixels=pixel_limits(max_pixels)[1],
                 shard=share,
                 progress=progress,
                 tta=tta,

@@ -27,6 +27,8 @@ from sruc.cli.options import (
     CONTEXT,
     SCALE,
     load_model_for_cli,
+    max_pixels_option,
+    pixel_limits,
     size_options,
     target_for_cli,
     tta_option,
@@ -110,10 +112,7 @@ def _default_output(src: Path, target: Any) -> Path:
     help="JPEG/WebP/AVIF/HEIC quality. [default: 95]",
 )
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
-@click.option(
-    "--max-pixels", type=click.IntRange(min=1), default=None,
-    help="Largest input accepted, in pixels. [default: 89478485, Pillow's limit]",
-)  # fmt: skip
+@max_pixels_option
 @tta_option
 @weights_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
@@ -150,7 +149,7 @@ def up(
       sruc up anim.gif -s 2 -o anim_x2.gif             (every frame; also .webp, .png)
     """
     from sruc.engine.pipeline import upscale_file
-    from sruc.files.images import DEFAULT_MAX_PIXELS, check_output
+    from sruc.files.images import check_output
 
     target = target_for_cli(scale, width, height, fit)
     dst = output if output is not None else _default_output(input, target)
@@ -173,11 +172,12 @@ def up(
             tile=tile,
             quality=quality,
             overwrite=overwrite,
-            max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+            max_pixels=pixel_limits(max_pixels)[0],
             progress=progress,
             precision=precision,
             tta=tta,
             on_start=on_start,
+            max_output_pixels=pixel_limits(max_pixels)[1],
         )
     if not quiet:
         (w0, h0), (w1, h1) = result.input_size, result.output_size
@@ -227,10 +227,9 @@ def psnr(
     Example:
       sruc psnr original.png upscaled.png --shave 3 --ssim
     """
-    from sruc.files.images import DEFAULT_MAX_PIXELS
     from sruc.measure.quality import compare
 
-    limit = max_pixels or DEFAULT_MAX_PIXELS
+    limit = pixel_limits(max_pixels)[0]
     result = compare(a, b, shave=shave, y_only=not rgb, with_ssim=with_ssim, max_pixels=limit)
     if as_json:
         click.echo(json.dumps({"a": str(a), "b": str(b), **result.to_json()}))

@@ -154,3 +154,22 @@ __all__ = [
     "tta_option",
     "weights_options",
 ]
+
+
+def max_pixels_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--max-pixels``: the one definition; :func:`pixel_limits` says what it limits."""
+    return click.option(
+        "--max-pixels", type=click.IntRange(min=1), default=None,
+        help="Largest image accepted, in pixels: inputs (checked from the header) and, "
+        "where given, outputs (checked before any work). [default: inputs 89478485, "
+        "Pillow's limit; outputs as memory allows]",
+    )(f)  # fmt: skip
+
+
+def pixel_limits(max_pixels: int | None) -> tuple[int, int | None]:
+    """``--max-pixels`` as the (input, output) limits: given, it bounds both; not
+    given, inputs get Pillow's decompression-bomb limit and outputs only the memory
+    check (a 12-MP photo x3 is a 108-MP output, which the banded path handles)."""
+    from sruc.files.images import DEFAULT_MAX_PIXELS
+
+    return (max_pixels or DEFAULT_MAX_PIXELS), max_pixels

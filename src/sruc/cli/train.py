@@ -205,6 +205,12 @@ def _renderer(quiet: bool) -> Iterator[Any]:
     "e.g. 0.999 (0: off); may be switched on when resuming. [default: 0]",
 )  # fmt: skip
 @click.option(
+    "--revive", type=float, default=0.0, metavar="SHARE",
+    help="With --init: re-initialise the ReLU channels active on less than this share of "
+    "the pixels (e.g. 0.01), their outgoing weights zeroed so the start is unchanged "
+    "(0: off). [default: 0]",
+)  # fmt: skip
+@click.option(
     "--clip", type=float, default=None, metavar="NORM",
     help="Clip the global gradient norm to this at every step. [default: the recipe's; "
     "vdsr-paper 0.4, others none]",

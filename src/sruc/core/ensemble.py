@@ -63,6 +63,33 @@ def self_ensemble(
     return out.div_(TRANSFORMS)
 
 
+Rect = tuple[int, int, int, int]
+
+
+def source_rect(k: int, height: int, width: int, rect: Rect) -> Rect:
+    """The rectangle of ``x`` (``height x width``) that the rectangle ``rect`` of
+    ``transform(x, k)`` shows, both as ``(y0, y1, x0, x1)``:
+    ``transform(x[..., y0:y1, x0:x1], k)`` is that part of ``transform(x, k)``."""
+    y0, y1, x0, x1 = rect
+    corners = [_source_point(k, height, width, y, x) for y, x in ((y0, x0), (y1 - 1, x1 - 1))]
+    ys, xs = [c[0] for c in corners], [c[1] for c in corners]
+    return min(ys), max(ys) + 1, min(xs), max(xs) + 1
+
+
+def _source_point(k: int, height: int, width: int, i: int, j: int) -> tuple[int, int]:
+    """The pixel of ``x`` shown at ``(i, j)`` of ``transform(x, k)``."""
+    if k >= 4:  # undo the mirror of the transformed image (width ``height`` if turned)
+        j = (height if k % 2 else width) - 1 - j
+    m = k % 4  # undo m quarter turns anticlockwise
+    if m == 1:
+        return j, width - 1 - i
+    if m == 2:
+        return height - 1 - i, width - 1 - j
+    if m == 3:
+        return height - 1 - j, i
+    return i, j
+
+
 def _offset(progress: ProgressFn, k: int) -> ProgressFn:
     def report(done: int, total: int) -> None:
         progress(k * total + done, TRANSFORMS * total)
@@ -70,4 +97,4 @@ def _offset(progress: ProgressFn, k: int) -> ProgressFn:
     return report
 
 
-__all__ = ["TRANSFORMS", "self_ensemble", "transform", "untransform"]
+__all__ = ["TRANSFORMS", "self_ensemble", "source_rect", "transform", "untransform"]

@@ -251,6 +251,50 @@ def _run_batched(
     return out
 
 
+def tiles_crossing(tiles: list[Tile], rows: tuple[int, int]) -> list[Tile]:
+    """The tiles of a plan whose output rows meet ``rows = (r0, r1)``."""
+    return [t for t in tiles if t.y0 < rows[1] and t.y1 > rows[0]]
+
+
+def window_rows(tiles: list[Tile], rows: tuple[int, int]) -> tuple[int, int]:
+    """The input rows ``[a, b)`` read by the tiles that make output ``rows``."""
+    crossing = tiles_crossing(tiles, rows)
+    return min(t.in_y0 for t in crossing), max(t.in_y1 for t in crossing)
+
+
+def run_tiled_rows(
+    model: TileModel,
+    x: torch.Tensor,
+    tiles: list[Tile],
+    rows: tuple[int, int],
+    *,
+    offset: int,
+    device: torch.device | str = "cpu",
+    done: ProgressFn | None = None,
+) -> torch.Tensor:
+    """Output rows ``rows`` of a tiled run, bit for bit, from a band of the input.
+
+    ``tiles`` is the whole image's plan (:func:`plan_tiles`); ``x`` holds input
+    rows ``[offset, ...)`` covering :func:`window_rows`. Every tile crossing
+    ``rows`` runs on exactly the window it has in the whole run, so its output
+    is the same; only the rows in ``rows`` are kept. ``done(1, n)`` after each
+    of the ``n`` tiles.
+    """
+    device = torch.device(device)
+    r0, r1 = rows
+    crossing = tiles_crossing(tiles, rows)
+    out = x.new_empty((*x.shape[:-2], r1 - r0, x.shape[-1]))
+    for t in crossing:
+        inp = x[:, :, t.in_y0 - offset : t.in_y1 - offset, t.in_x0 : t.in_x1]
+        y = model(inp.to(device, non_blocking=True))
+        a, b = max(t.y0, r0), min(t.y1, r1)
+        keep = y[:, :, a - t.in_y0 : b - t.in_y0, t.x0 - t.in_x0 : t.x1 - t.in_x0]
+        out[:, :, a - r0 : b - r0, t.x0 : t.x1] = keep.to(x.device)
+        if done is not None:
+            done(1, len(crossing))
+    return out
+
+
 def _activation_bytes_per_px(width_ch: int, channels: int, bytes_per_value: int) -> int:
     # Peak live activations of a conv stack in inference mode: about three
     # feature maps of ``width_ch`` channels per pixel, plus the fp32 image.

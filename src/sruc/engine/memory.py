@@ -1,21 +1,25 @@
-"""Will the job fit in memory? An estimate before the work, and one line when it does not.
+"""Will the job fit in memory? An estimate before the work, the choice of path, and
+one line when nothing fits.
 
-An upscale holds the decoded input, the bicubic enlargement of every channel
-in float64 (MATLAB's kernel is applied in double precision), the Y/Cb/Cr
-planes and the output in float32, and one working tile of the network's
-feature maps. Measured on this project's machine: 53 bytes per output pixel
-for an RGB bicubic x4 of a 1000x1000 image, 68 with SRCNN (``/usr/bin/time``
-max RSS less the 230 MB of an imported sruc). :data:`BYTES_PER_VALUE` covers
-that with a margin; the estimate is compared with the memory the system says
-is available (``MemAvailable``, and a cgroup limit where there is one) before
-anything is computed, so a 5-gigapixel output is refused in a line instead of
-failing half-way with an allocator error.
+A whole-image upscale holds the decoded input, the bicubic enlargement, the
+Y/Cb/Cr planes and the output in float32 at once, and one working tile of the
+network's feature maps. Measured on this project's machine: 53 bytes per
+output pixel for an RGB bicubic x4 of a 1000x1000 image, 68 with SRCNN
+(``/usr/bin/time`` max RSS less the 230 MB of an imported sruc);
+:data:`BYTES_PER_VALUE` covers that with a margin. The banded path
+(:mod:`sruc.engine.banded`) holds the input, the integer output and one band
+(:func:`banded_bytes`). :func:`choose_banded` picks the path from these
+estimates and the memory the system says is available (``MemAvailable``, and
+a cgroup limit where there is one) before anything is computed, so a
+5-gigapixel output is refused in a line instead of failing half-way with an
+allocator error.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from sruc.errors import DeviceError
@@ -26,6 +30,10 @@ BYTES_PER_VALUE = 24
 #: 1x200,000 and a 1x800,000 RGB line at x2 took 447 and 1,044 MB here, about
 #: 500 bytes per pixel of the long side; this keeps a margin.
 BYTES_PER_EDGE_PIXEL = 640
+#: Share of the available memory the whole-image path may plan to use; above it
+#: the job is banded (the system, other programs and the estimate's error need
+#: the rest).
+COMFORT = 0.5
 #: A network tile's feature maps: 64 channels x (256 + 2 x 20)^2 x float32, x3 buffers.
 TILE_BYTES = 64 * 296 * 296 * 4 * 3
 
@@ -66,27 +74,82 @@ def _cgroup_usage(limit_file: str) -> int:
 
 
 def upscale_bytes(out_width: int, out_height: int, channels: int) -> int:
-    """The estimated peak memory of one upscale to ``out_width x out_height``."""
+    """The estimated peak memory of one whole-image upscale to ``out_width x out_height``."""
     values = out_width * out_height * channels
     edges = (out_width + out_height) * BYTES_PER_EDGE_PIXEL
     return values * BYTES_PER_VALUE + edges + TILE_BYTES
 
 
-def check_fits(
-    out_width: int, out_height: int, channels: int, scale: float, available: int | None = None
-) -> None:
-    """Refuse, in one line, an upscale that cannot fit in the memory available.
+@dataclass(frozen=True)
+class Job:
+    """What the memory of one upscale depends on.
+
+    Attributes:
+        out_width, out_height: the output size.
+        channels: output channels (colour, plus alpha).
+        scale: the factor, for messages.
+        in_values: input values (pixels x channels), held as float32 throughout.
+        out_bytes: bytes per value of the banded path's output (1 or 2 for an
+            integer raster, 4 for a float picture).
+        band_rows: rows of one band's working set, context included (0: the job
+            cannot be banded: ``--tta`` or ``--tile 0``).
+        encode_copies: copies of the output held while it is encoded
+            (:func:`sruc.files.images.encoded_copies`: 0 for a streamed PNG).
+        whole_faster: the whole path is faster here: it stacks several tiles per
+            forward pass (a GPU), which the banded path does not, or a per-scale
+            model is resized to a size (bands then recompute the tiles at their edges).
+    """
+
+    out_width: int
+    out_height: int
+    channels: int
+    scale: float
+    in_values: int
+    out_bytes: int
+    band_rows: int
+    encode_copies: int = 2
+    whole_faster: bool = False
+
+
+def banded_bytes(job: Job) -> int:
+    """The estimated peak memory of the banded path: the input, the output (and its
+    encoded copies), one band's working set, the resize tables and a network tile."""
+    values = job.out_width * job.out_height * job.channels
+    band = job.band_rows * job.out_width * job.channels * BYTES_PER_VALUE
+    edges = (job.out_width + job.out_height) * BYTES_PER_EDGE_PIXEL
+    output = values * job.out_bytes * (1 + job.encode_copies)
+    return job.in_values * 4 + output + band + edges + TILE_BYTES
+
+
+def choose_banded(job: Job, available: int | None = None) -> bool:
+    """The one policy: band the job (True) or not, or refuse it in one line.
+
+    One tile per pass (CPUs): banded whenever the job can be, as it is as fast
+    as the whole image within the noise (VDSR x2, one thread, on a 2-core AMD
+    EPYC: 300x300 7.32 against 7.53 s, 1000x1000 34.6 against 33.6 s;
+    ``benchmarks/big_output.py speed``) in a fraction of the memory. Tiles
+    stacked per pass (GPUs) or a per-scale model at a size (``whole_faster``):
+    the whole image while it fits in :data:`COMFORT` of the memory available,
+    else banded.
 
     Raises:
-        DeviceError: the estimate is over the available memory.
+        DeviceError: neither path fits in the memory available.
     """
     avail = available_bytes() if available is None else available
-    need = upscale_bytes(out_width, out_height, channels)
-    if avail is None or need <= avail:
-        return
+    whole = upscale_bytes(job.out_width, job.out_height, job.channels) + job.in_values * 4
+    banded = banded_bytes(job) if job.band_rows else None
+    if avail is None:
+        return banded is not None and not job.whole_faster
+    comfortable = whole <= avail * COMFORT
+    if banded is not None and banded <= avail and not (job.whole_faster and comfortable):
+        return True
+    if whole <= avail:
+        return False
+    need = whole if banded is None else min(whole, banded)
+    pixels = job.out_width * job.out_height
     raise DeviceError(
-        f"the x{scale:g} output would be {out_width}x{out_height} "
-        f"({_pixels(out_width * out_height)}, ~{_size(need)} of memory) but "
+        f"the x{job.scale:g} output would be {job.out_width}x{job.out_height} "
+        f"({_pixels(pixels)}, ~{_size(need)} of memory) but "
         f"{_size(avail)} is available; use a smaller scale or a smaller image"
     )
 
@@ -111,4 +174,11 @@ def _size(n: float) -> str:
     return f"{n / 1000**k:.0f} {units[k]}" if k else f"{n:.0f} bytes"
 
 
-__all__ = ["available_bytes", "check_fits", "out_of_memory", "upscale_bytes"]
+__all__ = [
+    "Job",
+    "available_bytes",
+    "banded_bytes",
+    "choose_banded",
+    "out_of_memory",
+    "upscale_bytes",
+]

@@ -18,8 +18,7 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from dataclasses import replace as _replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -28,10 +27,10 @@ from PIL import Image
 from sruc.core.color import rgb_to_ycbcr, ycbcr_to_rgb
 from sruc.core.ensemble import self_ensemble
 from sruc.core.resize import imresize, output_size
-from sruc.core.tiling import ProgressFn, check_tile, default_batch, default_tile, run_tiled
-from sruc.engine import memory
+from sruc.core.tiling import ProgressFn, check_tile, run_tiled
+from sruc.engine import banded, memory
 from sruc.engine.prepared import ModelSpec, PreparedModel, prepare_model
-from sruc.errors import DeviceError, ModelError, SrucWarning
+from sruc.errors import DeviceError, ModelError, SrucWarning, UsageError
 from sruc.files import animation, images
 from sruc.files.animation import Animation, Frame
 from sruc.files.images import Picture
@@ -77,6 +76,10 @@ class Upscaler:
         tile: tile edge in pixels; 0 disables tiling; None picks one per image.
         tta: self-ensemble: average the network over the 8 flips and rotations
             of its input (:mod:`sruc.core.ensemble`; 8 times the work).
+        banded: make the output in bands of rows (:mod:`sruc.engine.banded`; the
+            same pixels in a fraction of the memory) if True, the whole image at
+            once if False; None (default): :func:`sruc.engine.memory.choose_banded`
+            decides (bands on CPUs, whole images on GPUs while they fit).
         cache_dir, offline, sha256: where the weights may come from (see
             :func:`sruc.zoo.registry.load_model`).
 
@@ -94,6 +97,7 @@ class Upscaler:
         precision: str = "auto",
         tile: int | None = None,
         tta: bool = False,
+        banded: bool | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         offline: bool | None = None,
         sha256: str | None = None,
@@ -103,6 +107,7 @@ class Upscaler:
         self.precision = precision
         self.tile = tile
         self.tta = tta
+        self.banded = banded
         self._load = {"cache_dir": cache_dir, "offline": offline, "sha256": sha256}
         self._prepared: dict[str | None, PreparedModel] = {}  # by weights file (None: one)
 
@@ -172,11 +177,25 @@ class Upscaler:
         return None
 
     def upscale_picture(
-        self, pic: Picture, scale: Scale, *, progress: ProgressFn | None = None
+        self,
+        pic: Picture,
+        scale: Scale,
+        *,
+        progress: ProgressFn | None = None,
+        depth: int | None = None,
+        max_output_pixels: int | None = None,
+        target: str | os.PathLike[str] | None = None,
     ) -> Picture:
-        """Upscale a decoded picture (see :func:`upscale_picture`)."""
+        """Upscale a decoded picture (see :func:`upscale_picture`).
+
+        ``target``: the file the result will be written to, or ``depth`` (8 or 16):
+        the bits it will be written at; a banded result is then stored quantised,
+        in a quarter or half of a float picture's memory (``target`` also tells
+        the memory estimate how it will be encoded). ``max_output_pixels``: refuse
+        larger outputs before any work."""
         pm, factor, size = self._plan(pic, scale)
-        return _upscale(pm, pic, factor, self.tile, progress, self.tta, size)
+        how = _output(pic, target, max_output_pixels, self.banded, depth)
+        return _upscale(pm, pic, factor, self.tile, progress, self.tta, size, how)
 
     def upscale(
         self,
@@ -185,6 +204,7 @@ class Upscaler:
         *,
         max_pixels: int | None = images.DEFAULT_MAX_PIXELS,
         progress: ProgressFn | None = None,
+        max_output_pixels: int | None = None,
     ) -> Image.Image:
         """Upscale an image file, Pillow image or picture; a Pillow image back (see
         :func:`upscale`). Of an animation, the first frame only (with a warning)."""
@@ -199,7 +219,10 @@ class Upscaler:
                 SrucWarning,
                 stacklevel=2,
             )
-        return self.upscale_picture(pic, scale, progress=progress).to_pil()
+        pm, factor, size = self._plan(pic, scale)
+        how = _output(pic, None, max_output_pixels, self.banded, images.output_bits(pic, None))
+        how = replace(how, copies=1)  # the Pillow image
+        return _upscale(pm, pic, factor, self.tile, progress, self.tta, size, how).to_pil()
 
     def upscale_file(
         self,
@@ -212,6 +235,7 @@ class Upscaler:
         max_pixels: int | None = images.DEFAULT_MAX_PIXELS,
         progress: ProgressFn | None = None,
         on_start: Callable[[Picture], None] | None = None,
+        max_output_pixels: int | None = None,
     ) -> UpscaleResult:
         """Upscale ``src`` into ``dst`` (see :func:`upscale_file`)."""
         started = time.perf_counter()
@@ -238,7 +262,8 @@ class Upscaler:
         pm, factor, size = self._plan(pic, scale)
         if on_start is not None:
             on_start(pic)
-        out = _upscale(pm, pic, factor, self.tile, progress, self.tta, size)
+        how = _output(pic, dst, max_output_pixels, self.banded)
+        out = _upscale(pm, pic, factor, self.tile, progress, self.tta, size, how)
         images.write_image(out, dst, quality=quality, overwrite=overwrite)
         return UpscaleResult(
             output=dst,
@@ -268,7 +293,7 @@ class Upscaler:
         ``progress`` is called with (frames done, ``total``) after each frame.
         """
         for done, frame in enumerate(frames, 1):
-            out = _replace(frame, picture=self.upscale_picture(frame.picture, scale))
+            out = replace(frame, picture=self.upscale_picture(frame.picture, scale))
             del frame
             if progress is not None:
                 progress(done, total if total is not None else done)
@@ -392,21 +417,52 @@ def run_model(
     run per forward pass. With ``tta``, the mean over the 8 flips and rotations
     of ``x`` (:func:`sruc.core.ensemble.self_ensemble`), each pass tiled alike.
     """
-    net, precision = pm.runner(bits)
-    per_value = 4 if precision == "fp32" else 2
+    net, _ = pm.runner(bits)
     r = pm.loaded.radius
 
     def one(x: torch.Tensor, progress: ProgressFn | None) -> torch.Tensor:
-        h, w = x.shape[-2], x.shape[-1]
-        size = tile
-        if size is None:
-            size = default_tile(pm.device, h, w, r, channels=x.shape[1], bytes_per_value=per_value)
-        batch = default_batch(pm.device, size, r, channels=x.shape[1], bytes_per_value=per_value)
+        size, batch = pm.tiling(x.shape[-2], x.shape[-1], bits, tile, channels=x.shape[1])
         return run_tiled(
             net, x, radius=r, tile=size, device=pm.device, progress=progress, batch=batch
         )
 
     return self_ensemble(one, x, progress) if tta else one(x, progress)
+
+
+@dataclass(frozen=True)
+class Output:
+    """What the caller does with an upscale's result, which decides how it is made.
+
+    Attributes:
+        depth: 8 or 16: the bits per sample it will be written or shown at, so a
+            banded result can be stored quantised; None: a float picture is wanted.
+        max_pixels: the largest output accepted (``--max-pixels``); None: no limit
+            but memory.
+        banded: force the banded (True) or whole-image (False) path; None lets
+            :func:`sruc.engine.memory.choose_banded` decide.
+        copies: copies of the output its encoder holds
+            (:func:`sruc.files.images.encoded_copies`), for the estimate.
+    """
+
+    depth: int | None = None
+    max_pixels: int | None = None
+    banded: bool | None = None
+    copies: int = 0
+
+
+def _output(
+    pic: Picture,
+    target: str | os.PathLike[str] | None,
+    max_pixels: int | None,
+    banded: bool | None,
+    depth: int | None = None,
+) -> Output:
+    """What is done with the result: written to ``target`` (at its depth, with its
+    encoder's copies), else kept at ``depth`` (None: float)."""
+    if target is None:
+        return Output(depth, max_pixels, banded)
+    bits = images.output_bits(pic, target)
+    return Output(bits, max_pixels, banded, images.encoded_copies(target))
 
 
 def _upscale(
@@ -417,15 +473,21 @@ def _upscale(
     progress: ProgressFn | None,
     tta: bool = False,
     size: tuple[int, int] | None = None,
+    how: Output | None = None,
 ) -> Picture:
-    """The core, on checked arguments: bicubic, the network on Y, bicubic chroma, merge.
+    """The core, on checked arguments: bicubic, the network on Y, bicubic chroma, merge;
+    the whole image at once or band by band, as :func:`sruc.engine.memory.choose_banded`
+    decides (it may refuse the job).
 
     ``size``: the output ``(h, w)`` of a TargetSize (else the MATLAB size of ``scale``)."""
+    how = how or Output()
     out_h, out_w = size or (output_size(pic.height, scale), output_size(pic.width, scale))
-    channels = int(pic.color.shape[0]) + (pic.alpha is not None)
-    if pm.device.type == "cpu":
-        memory.check_fits(out_w, out_h, channels, scale)
+    images.check_output_pixels(out_w, out_h, how.max_pixels, (pic.width, pic.height), scale)
+    plan = None if tile == 0 else _band_plan(pm, pic, scale, (out_h, out_w), size, tile, tta)
+    bands = _use_bands(_job(pic, (out_h, out_w), scale, how, plan), how.banded)
     try:
+        if bands and plan is not None:
+            return banded.upscale_banded(pm, pic, plan, depth=how.depth, progress=progress)
         return _compute(pm, pic, scale, tile, progress, (out_h, out_w), tta, size is not None)
     except (MemoryError, RuntimeError) as e:
         if not memory.out_of_memory(e):
@@ -434,6 +496,56 @@ def _upscale(
             f"out of memory upscaling {pic.width}x{pic.height} x{scale:g} to {out_w}x{out_h} "
             f"on {pm.device}; use a smaller scale, a smaller --tile, or more memory"
         ) from None
+
+
+def _band_plan(
+    pm: PreparedModel,
+    pic: Picture,
+    scale: float,
+    out_size: tuple[int, int],
+    size: tuple[int, int] | None,
+    tile: int | None,
+    tta: bool = False,
+) -> banded.BandPlan:
+    """The banded path's plan, with the tiles the whole path would cut."""
+
+    def tiling(h: int, w: int) -> tuple[int, int]:
+        return pm.tiling(h, w, pic.bits, tile)
+
+    return banded.make_plan(pm, pic, scale, out_size, size is not None, tiling, tta)
+
+
+def _use_bands(job: memory.Job, forced: bool | None) -> bool:
+    """Band the job or not: as forced, else the memory policy (which may refuse it)."""
+    if forced is None:
+        return memory.choose_banded(job)
+    if forced and not job.band_rows:
+        raise UsageError("--tile 0 cannot run in bands: the network needs the whole image")
+    if not forced:
+        memory.choose_banded(replace(job, band_rows=0))  # refuses what cannot fit
+    return forced
+
+
+def _job(
+    pic: Picture,
+    out_size: tuple[int, int],
+    scale: float,
+    how: Output,
+    plan: banded.BandPlan | None,
+) -> memory.Job:
+    """What the memory policy needs to know of this upscale."""
+    channels = int(pic.color.shape[0]) + (pic.alpha is not None)
+    return memory.Job(
+        out_width=out_size[1],
+        out_height=out_size[0],
+        channels=channels,
+        scale=scale,
+        in_values=pic.width * pic.height * channels,
+        out_bytes=(how.depth or 32) // 8,
+        band_rows=0 if plan is None else banded.band_rows(plan),
+        encode_copies=how.copies,
+        whole_faster=plan is not None and (plan.uniform or not plan.exact or bool(plan.passes)),
+    )
 
 
 def _compute(
@@ -530,6 +642,7 @@ def upscale(
     progress: ProgressFn | None = None,
     precision: str = "auto",
     tta: bool = False,
+    max_output_pixels: int | None = None,
 ) -> Image.Image:
     """Upscale an image file or Pillow image and return a Pillow image.
 
@@ -544,7 +657,13 @@ def upscale(
         >>> sruc.upscale("photo.jpg", 3).save("photo_x3.png")  # doctest: +SKIP
     """
     up = _shared(model, device, precision, tile, tta)
-    return up.upscale(image, scale, max_pixels=max_pixels, progress=progress)
+    return up.upscale(
+        image,
+        scale,
+        max_pixels=max_pixels,
+        progress=progress,
+        max_output_pixels=max_output_pixels,
+    )
 
 
 def upscale_file(
@@ -562,6 +681,7 @@ def upscale_file(
     on_start: Callable[[Picture], None] | None = None,
     precision: str = "auto",
     tta: bool = False,
+    max_output_pixels: int | None = None,
 ) -> UpscaleResult:
     """Upscale ``src`` into ``dst``, checking everything cheap before the work.
 
@@ -569,7 +689,11 @@ def upscale_file(
     animated GIF, WebP or APNG keeps every frame, its timing, loop count,
     disposal and transparency when ``dst`` is ``.gif``, ``.webp`` or ``.png``
     (see :meth:`Upscaler.upscale_animation`); ``progress`` then counts frames,
-    and ``max_pixels`` counts the pixels of every frame.
+    and ``max_pixels`` counts the pixels of every frame (from the headers,
+    before decoding). ``max_output_pixels`` limits the output (before any
+    work); a very large output is made in bands of rows
+    (:mod:`sruc.engine.banded`), or refused in one line if even that cannot fit
+    in memory.
     """
     up = _shared(model, device, precision, tile, tta)
     return up.upscale_file(
@@ -581,6 +705,7 @@ def upscale_file(
         max_pixels=max_pixels,
         progress=progress,
         on_start=on_start,
+        max_output_pixels=max_output_pixels,
     )
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sruc.core.tiling import TileModel
+from sruc.core.tiling import TileModel, default_batch, default_tile
 from sruc.engine.device import resolve_device, tune_cpu_allocator
 from sruc.engine.fused import ConvChain
 from sruc.engine.precision import dtype_of, resolve_precision
@@ -88,6 +88,22 @@ class PreparedModel:
     @property
     def bytes_per_value(self) -> int:
         return 4 if self.precision == "fp32" else 2
+
+    def tiling(
+        self, height: int, width: int, bits: int, tile: int | None, channels: int = 1
+    ) -> tuple[int, int]:
+        """The tile edge and tiles per pass for a ``height x width`` input of
+        ``bits`` per sample: ``tile`` if given, else chosen for the device
+        (:func:`sruc.core.tiling.default_tile`). Whole and banded runs share it."""
+        per_value = 4 if self.runner(bits)[1] == "fp32" else 2
+        r = self.loaded.radius
+        size = tile
+        if size is None:
+            size = default_tile(
+                self.device, height, width, r, channels=channels, bytes_per_value=per_value
+            )
+        batch = default_batch(self.device, size, r, channels=channels, bytes_per_value=per_value)
+        return size, batch
 
 
 ModelSpec = str | os.PathLike[str] | nn.Module | LoadedModel | PreparedModel

@@ -90,6 +90,53 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator
         raise
 
 
+class CheckedFile:
+    """A write-only file whose every write is checked: unbuffered, short writes
+    retried, so a full disk surfaces as ``OSError``; it counts what it wrote."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.written = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        n = len(view)
+        while view:
+            written = os.write(self.fd, view)
+            if written <= 0:  # pragma: no cover - os.write raises instead
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            view = view[written:]
+        self.written += n
+        return n
+
+    def flush(self) -> None:
+        """Nothing is buffered; here for encoders that call it."""
+
+
+@contextmanager
+def atomic_stream(path: str | os.PathLike[str]) -> Iterator[CheckedFile]:
+    """Yield a :class:`CheckedFile` on a temporary file beside ``path``; on success
+    fsync it, compare the size on disk with the bytes written, and rename it to
+    ``path``. For encoders that write a large file piece by piece, so it never
+    has to be held in memory whole; the guarantees are those of :func:`write_bytes`.
+
+    Raises:
+        OSError: a write failed or came up short (ENOSPC, EFBIG, EIO...); the
+            temporary file is removed and ``path`` is untouched.
+    """
+    with atomic_path(path, fsync=False) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
+        try:
+            f = CheckedFile(fd)
+            yield f
+            os.fsync(fd)
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        if size != f.written:
+            raise OSError(errno.EIO, f"only {size} of {f.written} bytes reached the disk")
+
+
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically and check that every byte reached the disk.
 
@@ -101,21 +148,8 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         OSError: the write failed or came up short (ENOSPC, EFBIG, EIO...);
             the temporary file is removed and ``path`` is untouched.
     """
-    with atomic_path(path, fsync=False) as tmp:
-        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                if written <= 0:  # pragma: no cover - os.write raises instead
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                view = view[written:]
-            os.fsync(fd)
-            size = os.fstat(fd).st_size
-        finally:
-            os.close(fd)
-        if size != len(data):
-            raise OSError(errno.EIO, f"only {size} of {len(data)} bytes reached the disk")
+    with atomic_stream(path) as f:
+        f.write(data)
     return Path(path)
 
 

@@ -342,18 +342,92 @@ def write_png16(
             profile or EXIF is unusable, or the file cannot be written.
     """
     array = _check_array(array, "PNG")
-    icc = _check_icc(icc_profile)
-    # Neither encoder writes iCCP or eXIf, so they are spliced in after IHDR
-    # (the specification wants both before IDAT) with pypng's chunk API; the
-    # iCCP body is a profile name, a NUL, method 0 and the zlib stream.
-    extra = [(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc))] if icc is not None else []
-    exif_data = _png_exif(exif)
-    if exif_data is not None:
-        extra.append((b"eXIf", exif_data))
+    extra = _png_metadata(icc_profile, exif)
     with _muted():
         chunks = list(png.Reader(bytes=_encode_png(array)).chunks())
     with _open_for_writing(path) as fp:
         png.write_chunks(fp, [chunks[0], *extra, *chunks[1:]])
+
+
+def _png_metadata(icc_profile: bytes | None, exif: bytes | None) -> list[tuple[bytes, bytes]]:
+    """The iCCP and eXIf chunks. Neither encoder writes them, so they are spliced in
+    after IHDR (the specification wants both before IDAT) with pypng's chunk API;
+    the iCCP body is a profile name, a NUL, method 0 and the zlib stream."""
+    icc = _check_icc(icc_profile)
+    extra = [(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc))] if icc is not None else []
+    exif_data = _png_exif(exif)
+    if exif_data is not None:
+        extra.append((b"eXIf", exif_data))
+    return extra
+
+
+#: PNG colour types by channel count: gray, gray + alpha, RGB, RGBA.
+_COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}
+#: Rows filtered and compressed at a time, and the IDAT chunk size streamed out.
+_ROWS_AT_ONCE = 64
+_IDAT_BYTES = 1 << 20
+
+
+def stream_png(
+    fp: BinaryIO,
+    array: np.ndarray,
+    *,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+) -> None:
+    """Write ``array`` (uint8 or uint16 ``(H, W, C)``, C in 1..4) to ``fp`` as a PNG,
+    a few rows at a time: beside the array, memory holds those rows and one
+    compressed chunk. Every row gets the Paeth filter (the specification's
+    best single filter for photographs), computed with numpy; zlib level 4.
+    For outputs too large to encode in memory (the banded pipeline's)."""
+    if array.dtype not in (np.uint8, np.uint16) or array.ndim != 3 or array.shape[2] not in _MODES:
+        raise OutputError(f"cannot stream a PNG from {array.dtype} data of shape {array.shape}")
+    height, width, channels = array.shape
+    depth = array.dtype.itemsize * 8
+    fp.write(b"\x89PNG\r\n\x1a\n")
+    header = struct.pack(">IIBBBBB", width, height, depth, _COLOUR_TYPES[channels], 0, 0, 0)
+    png.write_chunk(fp, b"IHDR", header)
+    for tag, body in _png_metadata(icc_profile, exif):
+        png.write_chunk(fp, tag, body)
+    zlib_stream = zlib.compressobj(_ZLIB_LEVEL)
+    pending = bytearray()
+    previous = np.zeros(width * channels * array.dtype.itemsize, np.uint8)
+    for y0 in range(0, height, _ROWS_AT_ONCE):
+        rows = _as_bytes(array[y0 : y0 + _ROWS_AT_ONCE])
+        pending += zlib_stream.compress(_paeth(rows, previous, channels * array.dtype.itemsize))
+        previous = rows[-1]
+        while len(pending) >= _IDAT_BYTES:
+            png.write_chunk(fp, b"IDAT", bytes(pending[:_IDAT_BYTES]))
+            del pending[:_IDAT_BYTES]
+    pending += zlib_stream.flush()
+    png.write_chunk(fp, b"IDAT", bytes(pending))
+    png.write_chunk(fp, b"IEND")
+
+
+def _as_bytes(rows: np.ndarray) -> np.ndarray:
+    """``(n, W, C)`` samples as ``(n, W * C * itemsize)`` bytes, big-endian as PNG wants."""
+    samples = np.ascontiguousarray(rows, dtype=">u2" if rows.dtype == np.uint16 else np.uint8)
+    return samples.view(np.uint8).reshape(rows.shape[0], -1)
+
+
+def _paeth(rows: np.ndarray, previous: np.ndarray, bpp: int) -> bytes:
+    """``rows`` (bytes of each row) Paeth-filtered, each behind its filter-type byte 4.
+
+    The filter predicts a byte from the raw bytes left (a), above (b) and
+    above-left (c) of it, so a whole block of rows filters at once."""
+    up = np.concatenate([previous[None], rows[:-1]]).astype(np.int16)
+    x = rows.astype(np.int16)
+    left = np.zeros_like(x)
+    left[:, bpp:] = x[:, :-bpp]
+    corner = np.zeros_like(up)
+    corner[:, bpp:] = up[:, :-bpp]
+    p = left + up - corner
+    pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - corner)
+    pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, corner))
+    out = np.empty((rows.shape[0], rows.shape[1] + 1), np.uint8)
+    out[:, 0] = 4
+    out[:, 1:] = (x - pred).astype(np.uint8)  # modulo 256, as the specification says
+    return out.tobytes()
 
 
 def _encode_png(array: np.ndarray) -> bytes:

@@ -25,7 +25,7 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 
 from sruc.errors import InputError, OutputError, SrucWarning, UsageError
 from sruc.files import heif, highdepth
-from sruc.files.atomic import write_bytes
+from sruc.files.atomic import atomic_stream, write_bytes
 from sruc.files.metadata import dropping_oversized_chunks
 
 #: Default limit on input pixels, Pillow's own decompression-bomb threshold
@@ -74,6 +74,10 @@ class Picture:
         icc_profile: the ICC profile bytes, or None.
         exif: EXIF bytes with the orientation reset to normal, or None.
         frames: frames of the animation this picture is a frame of (1: a still).
+        raster: the pixels already quantised, ``(H, W, C)`` uint8 or uint16,
+            colour then alpha, or None. The banded pipeline stores its output
+            so (:func:`from_raster`): ``color`` and ``alpha`` are then integer
+            views of it, for their shapes; :meth:`to_array` gives it back.
     """
 
     color: torch.Tensor
@@ -83,6 +87,7 @@ class Picture:
     exif: bytes | None = None
     info: dict[str, object] = field(default_factory=dict)
     frames: int = 1
+    raster: np.ndarray | None = None
 
     @property
     def height(self) -> int:
@@ -97,16 +102,25 @@ class Picture:
         return int(self.color.shape[0]) == 1
 
     def with_pixels(self, color: torch.Tensor, alpha: torch.Tensor | None) -> Picture:
-        return replace(self, color=color, alpha=alpha)
+        return replace(self, color=color, alpha=alpha, raster=None)
+
+    def without_alpha(self) -> Picture:
+        """The picture with its alpha channel dropped (a view where it is a raster)."""
+        if self.raster is None:
+            return self.with_pixels(self.color, None)
+        return from_raster(self.raster[..., : self.color.shape[0]], self)
 
     def to_array(self, bits: int | None = None) -> np.ndarray:
-        """Quantise to an ``(H, W, C)`` uint8/uint16 array, alpha last if present."""
+        """Quantise to an ``(H, W, C)`` uint8/uint16 array, alpha last if present
+        (a raster picture of that depth gives its own array, no copy)."""
         bits = bits or self.bits
-        peak = 255.0 if bits == 8 else 65535.0
+        if self.raster is not None:
+            if raster_bits(self.raster) == bits:
+                return self.raster
+            x = torch.from_numpy(self.raster.astype(np.float32) / _peak(raster_bits(self.raster)))
+            return quantise(x.permute(2, 0, 1), bits)
         planes = [self.color] if self.alpha is None else [self.color, self.alpha]
-        x = torch.cat(planes, dim=0).float()
-        q = torch.round(x.clamp(0, 1) * peak).permute(1, 2, 0).contiguous()
-        return q.numpy().astype(np.uint8 if bits == 8 else np.uint16)
+        return quantise(torch.cat(planes, dim=0), bits)
 
     def to_pil(self) -> Image.Image:
         """As a Pillow image. Pillow has no 16-bit RGB mode: such images become 8-bit here
@@ -123,6 +137,52 @@ class Picture:
         if self.exif:
             im.info["exif"] = self.exif
         return im
+
+
+def _peak(bits: int) -> float:
+    return 255.0 if bits == 8 else 65535.0
+
+
+def quantise(x: torch.Tensor, bits: int) -> np.ndarray:
+    """Float ``(C, H, W)`` in [0, 1] to an ``(H, W, C)`` uint8/uint16 array (clamped, rounded).
+
+    The one rounding rule of every output, whole or made band by band."""
+    q = torch.round(x.float().clamp(0, 1) * _peak(bits)).permute(1, 2, 0).contiguous()
+    return q.numpy().astype(np.uint8 if bits == 8 else np.uint16)
+
+
+def raster_bits(raster: np.ndarray) -> int:
+    """8 or 16: the depth of a raster's samples."""
+    return 8 if raster.dtype == np.uint8 else 16
+
+
+def from_raster(raster: np.ndarray, like: Picture) -> Picture:
+    """A picture of quantised pixels ``(H, W, C)``, with ``like``'s metadata and bits.
+
+    ``C`` is ``like``'s colour channels, plus one for alpha if there are more."""
+    colours = int(like.color.shape[0])
+    planes = torch.from_numpy(raster).permute(2, 0, 1)
+    alpha = planes[colours:] if raster.shape[2] > colours else None
+    return replace(like, color=planes[:colours], alpha=alpha, raster=raster)
+
+
+def output_bits(pic: Picture, path: str | os.PathLike[str] | None) -> int:
+    """The bits per sample :func:`write_image` writes ``pic`` with (``path`` None:
+    the depth :meth:`Picture.to_pil` gives)."""
+    if path is None:
+        gray16 = pic.bits == 16 and pic.is_gray and pic.alpha is None
+        return 16 if gray16 else 8
+    return _bits_for(pic.bits, output_format(path))
+
+
+def encoded_copies(path: str | os.PathLike[str] | None) -> int:
+    """Copies of an output's pixels held while it is encoded, beside the pixels
+    themselves: none for a PNG of a raster picture (its rows are streamed), a
+    Pillow image and the encoded bytes for other files, a Pillow image for
+    ``path`` None (:meth:`Picture.to_pil`). For the memory estimate."""
+    if path is None:
+        return 1
+    return 0 if output_format(path) == "PNG" else 2
 
 
 # --------------------------------------------------------------------------- decoding
@@ -165,6 +225,39 @@ def _file_kind(mode: int) -> str:
     kinds = [(stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
              (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]  # fmt: skip
     return next((name for test, name in kinds if test(mode)), "not a file")
+
+
+def check_input_pixels(name: str, width: int, height: int, max_pixels: int | None) -> None:
+    """Refuse an input over ``max_pixels`` (``--max-pixels``; None: no limit), from its
+    header, before decoding.
+
+    Raises:
+        InputError: the image has more pixels than allowed.
+    """
+    n = width * height
+    if max_pixels is not None and n > max_pixels:
+        raise InputError(
+            f"{name} is {width}x{height} = {n:,} pixels, over the limit of {max_pixels:,} "
+            "(a guard against decompression bombs); pass --max-pixels to allow it"
+        )
+
+
+def check_output_pixels(
+    width: int, height: int, max_pixels: int | None, source: tuple[int, int], scale: float
+) -> None:
+    """Refuse an output of ``width x height`` over ``max_pixels`` (``--max-pixels`` where
+    the user gave it; None: no limit but memory), before any work.
+
+    Raises:
+        InputError: the output would have more pixels than allowed.
+    """
+    n = width * height
+    if max_pixels is not None and n > max_pixels:
+        raise InputError(
+            f"the x{scale:g} output of this {source[0]}x{source[1]} image would be "
+            f"{width}x{height} = {n:,} pixels, over --max-pixels {max_pixels:,}; "
+            "use a smaller scale or a larger --max-pixels"
+        )
 
 
 def from_pil(im: Image.Image, max_pixels: int | None = None, *, name: str = "image") -> Picture:
@@ -242,11 +335,7 @@ def _decode(
 ) -> Picture:
     im = open_image()
     w, h = im.size
-    if max_pixels is not None and w * h > max_pixels:
-        raise InputError(
-            f"{name} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} "
-            "(a guard against decompression bombs); pass --max-pixels to allow it"
-        )
+    check_input_pixels(name, w, h, max_pixels)
     if w * h == 0:
         raise InputError(f"{name} has no pixels ({w}x{h})")
     icc = im.info.get("icc_profile") or None
@@ -446,7 +535,7 @@ def write_image(
         warnings.warn(
             f"{fmt} has no transparency: the alpha channel is dropped", SrucWarning, stacklevel=2
         )
-        pic = pic.with_pixels(pic.color, None)
+        pic = pic.without_alpha()
     if pic.bits == 16 and fmt not in _SIXTEEN_BIT_FORMATS:
         warnings.warn(
             f"{fmt} holds 8 bits per channel: the 16-bit image is reduced",
@@ -454,19 +543,39 @@ def write_image(
             stacklevel=2,
         )
     try:
-        # Encoded in memory, then written once and checked: an encoder writing to
-        # a file itself may leave a short file on a full disk and report success.
-        data = _encode(pic, fmt, quality)
-        # Checked again at the last moment: another process may have written the
-        # output while this one was working.
-        if path.exists() and not overwrite:
-            raise OutputError(f"{path} already exists; pass --overwrite to replace it")
-        write_bytes(path, data)
+        if pic.raster is not None and fmt == "PNG":
+            _stream_png(pic, path, overwrite)
+        else:
+            # Encoded in memory, then written once and checked: an encoder writing to
+            # a file itself may leave a short file on a full disk and report success.
+            data = _encode(pic, fmt, quality)
+            _check_still_free(path, overwrite)
+            write_bytes(path, data)
     except PermissionError:
         raise OutputError(f"cannot write {path}: permission denied") from None
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
     return path
+
+
+def _check_still_free(path: Path, overwrite: bool) -> None:
+    # Checked again at the last moment: another process may have written the
+    # output while this one was working.
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} already exists; pass --overwrite to replace it")
+
+
+def _stream_png(pic: Picture, path: Path, overwrite: bool) -> None:
+    """A raster picture (a banded, very large output) as a PNG written row by row into
+    the checked temporary file: no Pillow copy of the pixels, no encoded copy in memory."""
+    _check_still_free(path, overwrite)
+    array = pic.to_array(_bits_for(pic.bits, "PNG"))
+    with atomic_stream(path) as f:
+        highdepth.stream_png(f, array, icc_profile=pic.icc_profile, exif=pic.exif)  # type: ignore[arg-type]
+
+
+def _bits_for(bits: int, fmt: str) -> int:
+    return 16 if bits == 16 and fmt in _SIXTEEN_BIT_FORMATS else 8
 
 
 def _encode(pic: Picture, fmt: str, quality: int | None) -> bytes:
@@ -482,7 +591,7 @@ def _encode(pic: Picture, fmt: str, quality: int | None) -> bytes:
         from sruc.files import gif
 
         return gif.encode([pic.to_array(8)], [], loop=None)
-    bits = 16 if pic.bits == 16 and fmt in _SIXTEEN_BIT_FORMATS else 8
+    bits = _bits_for(pic.bits, fmt)
     pic8 = replace(pic, bits=bits)
     im = pic8.to_pil()
     kwargs: dict[str, object] = {}
