@@ -15,7 +15,14 @@ from typing import Any
 
 import click
 
-from sruc.cli.options import CONTEXT, SCALE, load_model_for_cli, tta_option, weights_options
+from sruc.cli.options import (
+    CONTEXT,
+    SCALE,
+    load_model_for_cli,
+    threads_option,
+    tta_option,
+    weights_options,
+)
 from sruc.cli.progress import Display
 from sruc.engine.launch import rank_prefix
 from sruc.engine.precision import PRECISIONS
@@ -97,6 +104,7 @@ def _summary(report: Any, scale: float) -> str:
 )  # fmt: skip
 @tta_option
 @weights_options
+@threads_option
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the report (every file) as JSON on stdout."
 )
@@ -120,6 +128,7 @@ def batch(
     sha256: str | None,
     cache_dir: Path | None,
     offline: bool,
+    threads: int | None,
     as_json: bool,
     quiet: bool,
 ) -> None:

@@ -29,6 +29,7 @@ from sruc.cli.options import (
     load_model_for_cli,
     size_options,
     target_for_cli,
+    threads_option,
     tta_option,
     weights_options,
 )
@@ -113,6 +114,7 @@ def _default_output(src: Path, target: Any) -> Path:
 )  # fmt: skip
 @tta_option
 @weights_options
+@threads_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def up(
     input: Path,
@@ -132,6 +134,7 @@ def up(
     sha256: str | None,
     cache_dir: Path | None,
     offline: bool,
+    threads: int | None,
     quiet: bool,
 ) -> None:
     """Upscale one image.

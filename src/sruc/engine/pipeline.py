@@ -30,6 +30,7 @@ from sruc.core.resize import imresize, output_size
 from sruc.core.tiling import ProgressFn, check_tile, default_batch, default_tile, run_tiled
 from sruc.engine import memory
 from sruc.engine.prepared import ModelSpec, PreparedModel, prepare_model
+from sruc.engine.threads import check_threads, use_threads
 from sruc.errors import DeviceError, ModelError, SrucWarning
 from sruc.files import images
 from sruc.files.images import Picture
@@ -76,6 +77,9 @@ class Upscaler:
             of its input (:mod:`sruc.core.ensemble`; 8 times the work).
         cache_dir, offline, sha256: where the weights may come from (see
             :func:`sruc.zoo.registry.load_model`).
+        threads: CPU threads for torch, set for the whole process when the
+            model is prepared (:func:`sruc.engine.threads.use_threads`); None:
+            the CPUs this process may use, or ``OMP_NUM_THREADS``.
 
     A registry group with one file per scale (SRCNN) loads the file of each
     scale on first use and keeps it. Nothing is loaded until the first image,
@@ -94,8 +98,10 @@ class Upscaler:
         cache_dir: str | os.PathLike[str] | None = None,
         offline: bool | None = None,
         sha256: str | None = None,
+        threads: int | None = None,
     ) -> None:
         self.model = model
+        self.threads = None if threads is None else check_threads(threads)
         self.device = device
         self.precision = precision
         self.tile = tile
@@ -153,6 +159,7 @@ class Upscaler:
             lm = load_model(model, scale=scale, **self._load)  # type: ignore[arg-type]
         check_tile(self.tile, lm.radius)  # once per model, before any image
         check_tta(lm, self.tta)
+        use_threads(self.threads)
         if isinstance(model, PreparedModel):
             return model
         return prepare_model(lm, device=self.device, precision=self.precision)
