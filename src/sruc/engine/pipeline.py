@@ -108,6 +108,7 @@ class Upscaler:
         self.tta = tta
         self._load = {"cache_dir": cache_dir, "offline": offline, "sha256": sha256}
         self._prepared: dict[str | None, PreparedModel] = {}  # by weights file (None: one)
+        self._checked: set[tuple[str | None, float]] = set()  # (file, scale) pairs checked
 
     def prepared(self, scale: float) -> PreparedModel:
         """The model prepared for ``scale`` (loaded and prepared on first use)."""
@@ -115,7 +116,9 @@ class Upscaler:
         pm = self._prepared.get(key)
         if pm is None:
             pm = self._prepared[key] = self._prepare(scale)
-        pm.loaded.check_scale(scale)
+        if (key, scale) not in self._checked:  # its warning once, not once per image
+            pm.loaded.check_scale(scale)
+            self._checked.add((key, scale))
         return pm
 
     def network_scale(self, scale: float) -> float:
