@@ -30,6 +30,8 @@ from sruc.zoo import checkpoint
 
 TINY = ["--model-config", '{"depth": 3, "width": 8}', "--batch-size", "4", "--patch-size", "16"]
 FAST = ["--val-crop", "32", "--log-every", "2", "-q"]
+#: Only a guard against a hung child process, never a claim about speed.
+HANG_GUARD_S = 600
 
 
 @pytest.fixture
@@ -300,14 +302,15 @@ def test_ctrl_c_stops_after_the_step_with_a_saved_state(images: Path, tmp_path: 
     args = [sys.executable, "-m", "sruc", "train", str(images), "--out", str(out),
             "--steps", "100000", "--save-every-minutes", "60", *TINY, *FAST[:-1]]  # fmt: skip
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
+    # Wait for the first logged step however long a busy machine takes; only a run
+    # that ended (it must not: 100000 steps) fails here. No clock in the test.
     while (
         not (out / "metrics.jsonl").exists() or '"train"' not in (out / "metrics.jsonl").read_text()
     ):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+        assert proc.poll() is None, proc.communicate()[1]
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    stdout, stderr = proc.communicate(timeout=HANG_GUARD_S)
     assert proc.returncode == 130, stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("interrupted at step ") and "run the same command" in last
