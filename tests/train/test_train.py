@@ -122,6 +122,19 @@ def test_srcnn_trains_one_scale(images: Path, tmp_path: Path) -> None:
     assert ckpt.arch == "srcnn" and ckpt.scales == [3.0] and ckpt.meta["recipe"] == "srcnn-paper"
 
 
+@pytest.mark.usefixtures("keep_threads")
+def test_threads_apply_to_the_run_and_do_not_block_a_resume(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torch.set_num_threads(2)
+    assert train(tiny_config(images, tmp_path / "t", steps=2, threads=1)).completed
+    assert torch.get_num_threads() == 1
+    # Threads change the rounding, not the run: continuing with another count is allowed.
+    again = ["--steps", "2", "--threads", "2", "--seed", "1", "--val-every", "3"]
+    code, _, err = run(capsys, "train", images, "--out", tmp_path / "t", *again, *TINY, *FAST)
+    assert code == 0 and "different configuration" not in err, err
+
+
 # --------------------------------------------------------------------------- resume
 
 
