@@ -42,3 +42,15 @@ def tiny_srcnn_ckpt(tmp_path: Path) -> Path:
     path = tmp_path / "tiny-srcnn-x3.pt"
     checkpoint.save(checkpoint.from_model(model, [3]), path)
     return path
+
+
+@pytest.fixture
+def keep_threads() -> object:
+    """Restore torch's thread count and sruc's record of it after a test that sets them."""
+    from sruc.engine import threads
+
+    before, chosen = torch.get_num_threads(), threads._chosen
+    yield
+    torch.set_num_threads(before)
+    threads._chosen = chosen
+    threads._warned.clear()

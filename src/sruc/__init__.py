@@ -48,11 +48,13 @@ _LAZY = {
     "imresize": "sruc.core.resize",
     "read_image": "sruc.files.images",
     "write_image": "sruc.files.images",
+    "use_threads": "sruc.engine.threads",
 }
 
 if TYPE_CHECKING:
     from sruc.core.resize import imresize
     from sruc.engine.pipeline import Upscaler, upscale, upscale_file, upscale_picture
+    from sruc.engine.threads import use_threads
     from sruc.files.images import read_image, write_image
     from sruc.measure.quality import compare, psnr, ssim
     from sruc.scales import TargetSize
@@ -92,5 +94,6 @@ __all__ = [
     "upscale",
     "upscale_file",
     "upscale_picture",
+    "use_threads",
     "write_image",
 ]

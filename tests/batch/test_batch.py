@@ -313,7 +313,7 @@ def _count_concurrent_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
                 running[0] -= 1
 
     monkeypatch.setattr(batch_mod._Run, "encode", encode)
-    monkeypatch.setattr(pool_mod, "_free_cores", lambda: 16)
+    monkeypatch.setattr(pool_mod, "available_cpus", lambda: 16)
     return seen
 
 

@@ -13,6 +13,7 @@ that broke off mid-body, which the next pull resumes and verifies.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -767,13 +769,9 @@ def test_a_lock_path_that_is_a_folder_is_named(tmp_path: Path) -> None:
         pass
 
 
-def test_a_held_lock_is_announced_and_times_out(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-
-    from sruc.zoo import cache as cache_mod
-
-    lock = tmp_path / ".vdsr.pt.lock"
+@contextlib.contextmanager
+def lock_held_elsewhere(lock: Path) -> Iterator[None]:
+    """Another process holds the flock on ``lock`` while inside (as a download would)."""
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
@@ -782,13 +780,97 @@ def test_a_held_lock_is_announced_and_times_out(
     )  # fmt: skip
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+
+def test_a_held_lock_is_announced_and_times_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    from sruc.zoo import cache as cache_mod
+
+    lock = tmp_path / ".vdsr.pt.lock"
+    with lock_held_elsewhere(lock):
         monkeypatch.setattr(cache_mod, "LOCK_WAIT_S", 0.5)
         said = pytest.warns(SrucWarning, match="waiting for another download of vdsr.pt")
         gave_up = pytest.raises(hub.DownloadError, match="another process has held")
         with said, gave_up, cache_mod.locked(lock):
             pass
-    finally:
-        holder.kill()
-        holder.wait()
     with cache_mod.locked(lock):  # free again: taken at once
         assert lock.exists()
+
+
+def _damaged_cache_and_bundled(cache: Path, vdsr: registry.Weights, good: bytes) -> Path:
+    """A damaged cached file (another process holds its lock to replace it) and a good
+    bundled copy; returns the lock."""
+    cache.mkdir()
+    (cache / vdsr.file).write_bytes(b"rot")
+    hub.BUNDLED_DIR.mkdir()
+    (hub.BUNDLED_DIR / vdsr.file).write_bytes(good)
+    return cache / f".{vdsr.file}.lock"
+
+
+def test_a_busy_lock_uses_the_bundled_copy_at_once(
+    vdsr: registry.Weights,
+    ckpts: dict[str, Ckpt],
+    cache: Path,
+    no_network: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sruc.zoo import cache as cache_mod
+
+    lock = _damaged_cache_and_bundled(cache, vdsr, ckpts["vdsr"].data)
+    monkeypatch.setattr(cache_mod, "LOCK_WAIT_S", 0.0)  # any wait would fail at once
+    with lock_held_elsewhere(lock), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        located = registry.fetch(vdsr)
+    assert located == hub.Located(hub.BUNDLED_DIR / vdsr.file, "bundled")
+    said = [str(w.message) for w in caught]
+    assert len(said) == 1 and "using the bundled copy" in said[0] and str(lock) in said[0]
+    assert (cache / vdsr.file).read_bytes() == b"rot"  # left to the lock's holder
+    assert no_network == []
+
+
+def test_a_busy_lock_with_no_bundled_copy_is_waited_for(
+    vdsr: registry.Weights, cache: Path, no_network: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sruc.zoo import cache as cache_mod
+
+    cache.mkdir()
+    (cache / vdsr.file).write_bytes(b"rot")
+    monkeypatch.setattr(cache_mod, "LOCK_WAIT_S", 0.3)
+    said = pytest.warns(SrucWarning, match="waiting for another download of vdsr.pt")
+    gave_up = pytest.raises(hub.DownloadError, match="another process has held")
+    with lock_held_elsewhere(cache / f".{vdsr.file}.lock"), said, gave_up:
+        registry.fetch(vdsr)
+    assert no_network == []
+
+
+def test_up_with_a_busy_lock_warns_once_and_writes_the_same_image(
+    vdsr: registry.Weights,
+    ckpts: dict[str, Ckpt],
+    cache: Path,
+    photo: Path,
+    no_network: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from sruc.zoo import cache as cache_mod
+
+    lock = _damaged_cache_and_bundled(cache, vdsr, ckpts["vdsr"].data)
+    monkeypatch.setattr(cache_mod, "LOCK_WAIT_S", 0.0)
+    with lock_held_elsewhere(lock):
+        run = run_cli(capsys, "up", photo, "-s", "2", "-o", "busy.png", "--precision", "fp32")
+    assert run.code == 0, run.err
+    warned = [line for line in run.err.splitlines() if line.startswith("warning: ")]
+    assert len(warned) == 1 and "using the bundled copy" in warned[0], run.err
+    # The same weights by the ordinary way: the same pixels.
+    (cache / vdsr.file).unlink()
+    run = run_cli(capsys, "up", photo, "-s", "2", "-o", "plain.png", "--precision", "fp32", "-q")
+    assert run.code == 0, run.err
+    assert (photo.parent / "busy.png").read_bytes() == (photo.parent / "plain.png").read_bytes()

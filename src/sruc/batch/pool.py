@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from sruc.engine.pipeline import PreparedModel
+from sruc.engine.threads import available_cpus
 
 #: Upscaled images waiting to be encoded and written, at least (see :func:`io_plan`).
 MAX_PENDING_WRITES = 2
@@ -28,14 +28,6 @@ IO_THREADS = 2
 MAX_IO_THREADS = 8
 
 
-def _free_cores() -> int:
-    """CPU cores this process may run on (its affinity where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 def io_plan(pm: PreparedModel, cores: int | None = None) -> tuple[int, int]:
     """How many I/O threads a batch runs, and how many results may wait to be written.
 
@@ -46,7 +38,7 @@ def io_plan(pm: PreparedModel, cores: int | None = None) -> tuple[int, int]:
     but one (the main thread feeds the device), from 2 to :data:`MAX_IO_THREADS`,
     and as many writes in flight as threads.
     """
-    cores = _free_cores() if cores is None else cores
+    cores = available_cpus() if cores is None else cores
     if pm.device.type == "cpu" and pm.loaded.arch != "bicubic":
         return IO_THREADS, MAX_PENDING_WRITES
     threads = max(IO_THREADS, min(MAX_IO_THREADS, cores - 1))

@@ -21,6 +21,7 @@ from sruc.cli.options import (
     load_model_for_cli,
     max_pixels_option,
     pixel_limits,
+    threads_option,
     tta_option,
     weights_options,
 )
@@ -105,6 +106,7 @@ def _summary(report: Any, scale: float) -> str:
 )  # fmt: skip
 @tta_option
 @weights_options
+@threads_option
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the report (every file) as JSON on stdout."
 )
@@ -128,6 +130,7 @@ def batch(
     sha256: str | None,
     cache_dir: Path | None,
     offline: bool,
+    threads: int | None,
     as_json: bool,
     quiet: bool,
 ) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from sruc.cli.options import CONTEXT, tta_option
+from sruc.cli.options import CONTEXT, threads_option, tta_option
 from sruc.cli.progress import Display
 
 #: Width of the table when stderr is not a terminal (a log, a CI job): wide
@@ -47,6 +47,7 @@ def _console() -> Any:
     "[default: chosen from free memory]",
 )  # fmt: skip
 @tta_option
+@threads_option
 @click.option("--no-ssim", is_flag=True, help="Leave SSIM out of the report.")
 @click.option("--per-image", is_flag=True, help="Add a table row for every image.")
 @click.option(
@@ -60,6 +61,7 @@ def bench(
     device: str,
     tile: int | None,
     tta: bool,
+    threads: int | None,
     no_ssim: bool,
     per_image: bool,
     as_json: bool,

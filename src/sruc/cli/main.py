@@ -31,6 +31,7 @@ from sruc.cli.options import (
     pixel_limits,
     size_options,
     target_for_cli,
+    threads_option,
     tta_option,
     weights_options,
 )
@@ -115,6 +116,7 @@ def _default_output(src: Path, target: Any) -> Path:
 @max_pixels_option
 @tta_option
 @weights_options
+@threads_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def up(
     input: Path,
@@ -134,6 +136,7 @@ def up(
     sha256: str | None,
     cache_dir: Path | None,
     offline: bool,
+    threads: int | None,
     quiet: bool,
 ) -> None:
     """Upscale one image.

@@ -69,6 +69,29 @@ def tta_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)  # fmt: skip
 
 
+def _apply_threads(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """Check ``--threads`` and set it for the whole process at once (every command's
+    models, resizes and metrics run on torch's one thread pool)."""
+    if value is None:
+        return None
+    from sruc.engine.threads import use_threads
+    from sruc.errors import UsageError
+
+    try:
+        return use_threads(value)  # type: ignore[arg-type]
+    except UsageError as e:
+        raise click.BadParameter(str(e), ctx, param) from None
+
+
+def threads_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--threads N``: torch's CPU threads (:mod:`sruc.engine.threads`)."""
+    return click.option(
+        "--threads", metavar="N", default=None, callback=_apply_threads,
+        help="CPU threads. [default: the CPUs this process may use (affinity, cgroup quota), "
+        "or OMP_NUM_THREADS; use 1 where other jobs keep a core busy]",
+    )(f)  # fmt: skip
+
+
 def size_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--width``, ``--height`` and ``--fit``: an output size instead of ``-s``."""
     f = click.option(
@@ -151,6 +174,7 @@ __all__ = [
     "offline_flag",
     "size_options",
     "target_for_cli",
+    "threads_option",
     "tta_option",
     "weights_options",
 ]

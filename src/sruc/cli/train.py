@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from sruc.cli.options import CONTEXT
+from sruc.cli.options import CONTEXT, threads_option
 from sruc.cli.progress import Display
 from sruc.engine.precision import PRECISIONS
 from sruc.errors import Stopped
@@ -224,6 +224,7 @@ def _renderer(quiet: bool) -> Iterator[Any]:
     help="random positions, or grid: epochs of every non-overlapping patch, shuffled. "
     "[default: the recipe's; vdsr-paper grid, others random]",
 )  # fmt: skip
+@threads_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress or summary.")
 def train(images: Path, out: Path, quiet: bool, **options: Any) -> None:
     """Train SRCNN or VDSR on a folder of images (searched recursively).

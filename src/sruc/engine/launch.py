@@ -20,6 +20,7 @@ class Launch:
     rank: int
     world: int
     local_rank: int  # the GPU index on this machine
+    local_world: int = 1  # processes on this machine (they share its CPUs)
 
 
 def torchrun(env: Mapping[str, str] | None = None) -> Launch | None:
@@ -35,7 +36,13 @@ def torchrun(env: Mapping[str, str] | None = None) -> Launch | None:
         local = int(env.get("LOCAL_RANK", str(rank)))
     except ValueError:
         return None
-    return Launch(rank, world, local) if world > 1 and 0 <= rank < world else None
+    if not (world > 1 and 0 <= rank < world):
+        return None
+    try:  # torchrun sets it; a missing or malformed one: all processes on this machine
+        local_world = int(env.get("LOCAL_WORLD_SIZE", str(world)))
+    except ValueError:
+        local_world = world
+    return Launch(rank, world, local, max(1, min(local_world, world)))
 
 
 def rank_prefix(env: Mapping[str, str] | None = None) -> str:

@@ -30,6 +30,7 @@ from sruc.core.resize import imresize, output_size
 from sruc.core.tiling import ProgressFn, check_tile, run_tiled
 from sruc.engine import banded, memory
 from sruc.engine.prepared import ModelSpec, PreparedModel, prepare_model
+from sruc.engine.threads import check_threads, use_threads
 from sruc.errors import DeviceError, ModelError, SrucWarning, UsageError
 from sruc.files import animation, images
 from sruc.files.animation import Animation, Frame
@@ -82,6 +83,9 @@ class Upscaler:
             decides (bands on CPUs, whole images on GPUs while they fit).
         cache_dir, offline, sha256: where the weights may come from (see
             :func:`sruc.zoo.registry.load_model`).
+        threads: CPU threads for torch, set for the whole process when the
+            model is prepared (:func:`sruc.engine.threads.use_threads`); None:
+            the CPUs this process may use, or ``OMP_NUM_THREADS``.
 
     A registry group with one file per scale (SRCNN) loads the file of each
     scale on first use and keeps it. Nothing is loaded until the first image,
@@ -101,8 +105,10 @@ class Upscaler:
         cache_dir: str | os.PathLike[str] | None = None,
         offline: bool | None = None,
         sha256: str | None = None,
+        threads: int | None = None,
     ) -> None:
         self.model = model
+        self.threads = None if threads is None else check_threads(threads)
         self.device = device
         self.precision = precision
         self.tile = tile
@@ -110,6 +116,7 @@ class Upscaler:
         self.banded = banded
         self._load = {"cache_dir": cache_dir, "offline": offline, "sha256": sha256}
         self._prepared: dict[str | None, PreparedModel] = {}  # by weights file (None: one)
+        self._checked: set[tuple[str | None, float]] = set()  # (file, scale) pairs checked
 
     def prepared(self, scale: float) -> PreparedModel:
         """The model prepared for ``scale`` (loaded and prepared on first use)."""
@@ -117,7 +124,9 @@ class Upscaler:
         pm = self._prepared.get(key)
         if pm is None:
             pm = self._prepared[key] = self._prepare(scale)
-        pm.loaded.check_scale(scale)
+        if (key, scale) not in self._checked:  # its warning once, not once per image
+            pm.loaded.check_scale(scale)
+            self._checked.add((key, scale))
         return pm
 
     def network_scale(self, scale: float) -> float:
@@ -161,6 +170,7 @@ class Upscaler:
             lm = load_model(model, scale=scale, **self._load)  # type: ignore[arg-type]
         check_tile(self.tile, lm.radius)  # once per model, before any image
         check_tta(lm, self.tta)
+        use_threads(self.threads)
         if isinstance(model, PreparedModel):
             return model
         return prepare_model(lm, device=self.device, precision=self.precision)

@@ -23,6 +23,7 @@ from sruc.core.tiling import TileModel, default_batch, default_tile
 from sruc.engine.device import resolve_device, tune_cpu_allocator
 from sruc.engine.fused import ConvChain
 from sruc.engine.precision import dtype_of, resolve_precision
+from sruc.engine.threads import use_threads
 from sruc.zoo.registry import DEFAULT_MODEL, LoadedModel, load_model
 
 #: Largest PSNR drop, in dB, that ``auto`` accepts from reduced precision:
@@ -186,6 +187,7 @@ def prepare_model(
         return model
     dev = resolve_device(device)
     tune_cpu_allocator()  # colour, resize and CPU forward passes reuse their buffers
+    use_threads()  # the default thread policy, unless a count was chosen already
     candidate = resolve_precision(precision, dev)
     lm = model if isinstance(model, LoadedModel) else load_model(model, scale=scale)
     if lm.identity:

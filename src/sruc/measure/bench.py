@@ -35,6 +35,7 @@ from sruc.core.ensemble import self_ensemble
 from sruc.core.protocol import YModel, evaluate_image
 from sruc.core.tiling import check_tile, run_tiled
 from sruc.engine.device import resolve_device, tune_cpu_allocator
+from sruc.engine.threads import use_threads
 from sruc.errors import ModelError, SrucWarning, UsageError
 from sruc.measure.report import (
     BenchReport,
@@ -233,6 +234,7 @@ def bench(
     scale_list = check_protocol_scales(scales, "the benchmark")
     dev = resolve_device(device)
     tune_cpu_allocator()
+    use_threads()  # the default thread policy, unless a count was chosen already
     if tile is not None and tile < 0:
         raise UsageError(f"tile must be 0 (no tiling) or a positive size, got {tile}")
     sets = _eval_sets(folders)

@@ -60,6 +60,7 @@ class TrainConfig:
     ema: float = 0.0  # decay of a moving average of the weights, validated and saved (0: off)
     revive: float = 0.0  # with init: re-initialise ReLU channels active on < this share (0: off)
     # (switched on or changed when resuming, the average starts at that step's weights)
+    threads: int | None = None  # CPU threads for torch; None: sruc.engine.threads' policy
 
     def resolved(self) -> dict[str, Any]:
         """The fields that define the trajectory, defaults filled in (JSON-like)."""

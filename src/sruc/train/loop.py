@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sruc.engine.fused import training_forward
+from sruc.engine.threads import use_threads
 from sruc.errors import UsageError
 from sruc.scales import check_protocol_scales
 from sruc.train.config import Progress, TrainConfig, TrainEvent, TrainResult, check_config
@@ -76,6 +77,7 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
     scales = tuple(sorted(check_protocol_scales(config.scales, "training")))
     cfg = dataclasses.replace(config, scales=scales)
     check_config(cfg)
+    use_threads(cfg.threads)  # per process: under torchrun, this machine's CPUs shared out
     start_weights = load_init(cfg) if cfg.init is not None else None
     if start_weights is not None and not cfg.model_config:
         cfg = dataclasses.replace(cfg, model_config=dict(start_weights.config))

@@ -219,9 +219,13 @@ def _open_lock(path: Path) -> int:
         raise DownloadError(f"cannot create the lock file {path}: {e.strerror or e}") from None
 
 
-def _wait_for(fd: int, path: Path) -> None:
+class LockBusy(Exception):
+    """Another process holds the lock and the caller chose not to wait (``wait=False``)."""
+
+
+def _wait_for(fd: int, path: Path, wait: bool = True) -> None:
     """Take the flock on ``fd``; if another process holds it, say so once, then wait up
-    to :data:`LOCK_WAIT_S` seconds (POSIX)."""
+    to :data:`LOCK_WAIT_S` seconds (POSIX); with ``wait`` False, raise LockBusy at once."""
     import fcntl
 
     started = time.monotonic()
@@ -231,7 +235,8 @@ def _wait_for(fd: int, path: Path) -> None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except BlockingIOError:
-            pass
+            if not wait:
+                raise LockBusy(str(path)) from None
         waited = time.monotonic() - started
         if waited >= LOCK_WAIT_S:
             raise DownloadError(
@@ -250,12 +255,16 @@ def _wait_for(fd: int, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
+def locked(path: Path, *, wait: bool = True) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (created if needed) while inside.
 
     POSIX: ``flock`` on the lock file, which is removed on release. Removing a
     lock file is only safe when every taker checks, once it holds the lock,
     that the path still names the file it locked; otherwise it starts over.
+
+    Raises:
+        LockBusy: ``wait`` is False and another process holds the lock.
+        DownloadError: the lock cannot be made, or was held too long.
     """
     if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
         with _locked_windows(path):
@@ -264,7 +273,7 @@ def locked(path: Path) -> Iterator[None]:
     while True:
         fd = _open_lock(path)
         try:
-            _wait_for(fd, path)
+            _wait_for(fd, path, wait)
             try:
                 same = os.stat(path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:

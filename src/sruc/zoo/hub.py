@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,6 +28,7 @@ from sruc.zoo.cache import (
     LOCK_SUFFIX,
     PART_SUFFIX,
     URL_HASH_CHARS,
+    LockBusy,
     cache_dir,
     check_writable,
     file_sha256,
@@ -144,7 +145,10 @@ def resolve(
 
     A cached copy whose hash is wrong is removed with a :class:`SrucWarning`
     and fetched again; a damaged bundled copy (a broken installation) is
-    skipped with a warning.
+    skipped with a warning. Where another process holds the cache's lock on
+    the file (it is downloading or replacing it) and a good bundled copy
+    exists, that copy is used at once, with one warning; without one, the
+    wait is announced and bounded (:data:`sruc.zoo.cache.LOCK_WAIT_S`).
 
     Args:
         pinned: the file to find.
@@ -160,9 +164,16 @@ def resolve(
         ChecksumError: the downloaded bytes have the wrong hash.
     """
     dest = cache_dir(cache) / pinned.file
-    found = _good_cached(dest, pinned.sha256)
-    if found is None and pinned.bundled:
-        found = _good_bundled(pinned)
+    bundled: list[Located | None] = []  # hashed once, and only if needed
+
+    def spare() -> Located | None:
+        if not bundled:
+            bundled.append(_good_bundled(pinned) if pinned.bundled else None)
+        return bundled[0]
+
+    found = _good_cached(dest, pinned.sha256, spare)
+    if found is None:
+        found = spare()
     if found is not None:
         return found
     if is_offline(offline):
@@ -184,14 +195,33 @@ def resolve(
     return Located(path, "download")
 
 
-def _good_cached(dest: Path, sha256: str) -> Located | None:
-    """The cached copy if its hash is right; a damaged one is removed, with a warning."""
+def _good_cached(
+    dest: Path, sha256: str, spare: Callable[[], Located | None] = lambda: None
+) -> Located | None:
+    """The cached copy if its hash is right; a damaged one is removed, with a warning.
+
+    If another process holds the lock on ``dest`` (it is replacing the file),
+    the ``spare`` (the good bundled copy) is returned at once with a warning,
+    rather than waiting for that process; without a spare, the wait is announced."""
     if not dest.is_file():
         return None
     got = file_sha256(dest)
     if got == sha256:
         return Located(dest, "cache")
-    if _discard_if_damaged(dest, sha256):
+    try:
+        removed = _discard_if_damaged(dest, sha256, wait=False)
+    except LockBusy:
+        found = spare()
+        if found is not None:
+            warnings.warn(
+                f"cached {dest} is damaged and another process holds its lock "
+                f"{lock_path(dest)} (downloading it again?); using the bundled copy",
+                SrucWarning,
+                stacklevel=3,
+            )
+            return found
+        removed = _discard_if_damaged(dest, sha256)  # wait for it, announced
+    if removed:
         warnings.warn(
             f"cached {dest} is damaged (expected sha256 {sha256}, got {got}); "
             "removed it, getting a good copy again",
@@ -220,14 +250,17 @@ def _good_bundled(pinned: Pinned) -> Located | None:
     return None
 
 
-def _discard_if_damaged(dest: Path, sha256: str) -> bool:
+def _discard_if_damaged(dest: Path, sha256: str, *, wait: bool = True) -> bool:
     """Remove a damaged cached file, under the download lock; True if removed.
 
     The lock makes sure the file is not being replaced by a good download
     while it is hashed again and removed.
+
+    Raises:
+        LockBusy: ``wait`` is False and another process holds the lock.
     """
     check_writable(dest.parent)
-    with locked(lock_path(dest)):
+    with locked(lock_path(dest), wait=wait):
         if dest.is_file() and file_sha256(dest) != sha256:
             dest.unlink()
             return True
