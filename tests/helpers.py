@@ -64,3 +64,15 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str | os.PathLike[str]) -
     code = main([os.fspath(a) for a in args])
     captured = capsys.readouterr()
     return Run(code, captured.out, captured.err)
+
+
+def assert_error(run: Run, code: int, *needles: str) -> None:
+    """Exit ``code``, nothing on stdout, one ``error: `` line naming ``needles``."""
+    assert "Traceback" not in run.err, run.err
+    assert run.out == "", run.out
+    lines = run.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), run.err
+    assert "unexpected" not in lines[0], lines[0]
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), f"{needle!r} not in {lines[0]!r}"
+    assert run.code == code, f"exit {run.code}, expected {code}: {lines[0]}"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import Run, run_cli, smooth_rgb
+from helpers import assert_error, run_cli, smooth_rgb
 
 
 @pytest.fixture
@@ -18,18 +18,6 @@ def work(tmp_path: Path) -> Path:
     Image.fromarray(smooth_rgb(20, 28, seed=3)).save(tmp_path / "small.png")
     Image.fromarray(smooth_rgb(40, 56, seed=4)).save(tmp_path / "hr.png")
     return tmp_path
-
-
-def assert_error(run: Run, code: int, *needles: str) -> None:
-    """Exit ``code``, nothing on stdout, one ``error: `` line naming ``needles``."""
-    assert "Traceback" not in run.err, run.err
-    assert run.out == "", run.out
-    lines = run.err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), run.err
-    assert "unexpected" not in lines[0], lines[0]
-    for needle in needles:
-        assert needle.lower() in lines[0].lower(), f"{needle!r} not in {lines[0]!r}"
-    assert run.code == code, f"exit {run.code}, expected {code}: {lines[0]}"
 
 
 def test_compare_writes_the_sheet_and_prints_the_table(

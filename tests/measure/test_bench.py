@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import EVAL, Run, run_cli, smooth_rgb
+from helpers import EVAL, assert_error, run_cli, smooth_rgb
 from sruc.core.protocol import evaluate_image
 from sruc.errors import InputError, UsageError
 from sruc.measure import bench as bench_mod
@@ -34,18 +34,6 @@ def bench_json(capsys: pytest.CaptureFixture[str], *args: str | os.PathLike[str]
     run = run_cli(capsys, "bench", *args, "--json", "-q")
     assert run.code == 0, run.err
     return json.loads(run.out)
-
-
-def assert_error(run: Run, code: int, *needles: str) -> None:
-    """Exit ``code``, nothing on stdout, one ``error: `` line naming ``needles``."""
-    assert "Traceback" not in run.err, run.err
-    assert run.out == "", run.out
-    lines = run.err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), run.err
-    assert "unexpected" not in lines[0], lines[0]
-    for needle in needles:
-        assert needle.lower() in lines[0].lower(), f"{needle!r} not in {lines[0]!r}"
-    assert run.code == code, f"exit {run.code}, expected {code}: {lines[0]}"
 
 
 def result(doc: Any, set_name: str, scale: int) -> Any:

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sruc.errors import InputError, OutputError, SrucWarning, UsageError
+from sruc.errors import InputError, SrucWarning, UsageError
 from sruc.files import gif, images
-from sruc.files.atomic import write_bytes
+from sruc.files.atomic import write_output
 from sruc.files.images import Picture
 from sruc.files.metadata import dropping_oversized_chunks
 
@@ -248,15 +248,7 @@ def write_animation(
         data = gif.encode(arrays, durations, loop=loop, disposal=disposals)
     else:
         data = _encode_pillow(arrays, fmt, durations, disposals, loop, icc, exif, quality, lossless)
-    try:
-        if path.exists() and not overwrite:
-            raise OutputError(f"{path} already exists; pass --overwrite to replace it")
-        write_bytes(path, data)
-    except PermissionError:
-        raise OutputError(f"cannot write {path}: permission denied") from None
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
-    return path
+    return write_output(path, data, overwrite=overwrite)
 
 
 def _eight_bit(pic: Picture, alpha: bool) -> np.ndarray:

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sruc.errors import OutputError
+
 
 def _default_mode() -> int:
     """The mode a newly created file would get: 0o666 less the umask."""
@@ -158,3 +160,38 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
     with atomic_path(path) as tmp:
         write(tmp)
     return Path(path)
+
+
+def check_still_free(path: Path, overwrite: bool) -> None:
+    """Refuse to replace ``path`` unless ``overwrite``: checked again at the last
+    moment, since another process may have written it while this one worked.
+
+    Raises:
+        OutputError: ``path`` exists and ``overwrite`` is false.
+    """
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} already exists; pass --overwrite to replace it")
+
+
+@contextmanager
+def output_errors(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn the ``OSError`` of writing ``path`` into one :class:`OutputError` line."""
+    try:
+        yield
+    except PermissionError:
+        raise OutputError(f"cannot write {path}: permission denied") from None
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def write_output(path: Path, data: bytes, *, overwrite: bool = False) -> Path:
+    """Write a finished output's bytes atomically and checked (:func:`write_bytes`),
+    refusing to replace an existing file without ``overwrite``.
+
+    Raises:
+        OutputError: ``path`` exists (without ``overwrite``), or the write failed.
+    """
+    with output_errors(path):
+        check_still_free(path, overwrite)
+        write_bytes(path, data)
+    return path

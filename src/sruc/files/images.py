@@ -25,7 +25,7 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 
 from sruc.errors import InputError, OutputError, SrucWarning, UsageError
 from sruc.files import heif, highdepth
-from sruc.files.atomic import atomic_stream, write_bytes
+from sruc.files.atomic import atomic_stream, check_still_free, output_errors, write_output
 from sruc.files.metadata import dropping_oversized_chunks
 
 #: Default limit on input pixels, Pillow's own decompression-bomb threshold
@@ -542,33 +542,21 @@ def write_image(
             SrucWarning,
             stacklevel=2,
         )
-    try:
-        if pic.raster is not None and fmt == "PNG":
+    if pic.raster is not None and fmt == "PNG":
+        with output_errors(path):
             _stream_png(pic, path, overwrite)
-        else:
-            # Encoded in memory, then written once and checked: an encoder writing to
-            # a file itself may leave a short file on a full disk and report success.
-            data = _encode(pic, fmt, quality)
-            _check_still_free(path, overwrite)
-            write_bytes(path, data)
-    except PermissionError:
-        raise OutputError(f"cannot write {path}: permission denied") from None
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
-    return path
-
-
-def _check_still_free(path: Path, overwrite: bool) -> None:
-    # Checked again at the last moment: another process may have written the
-    # output while this one was working.
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path} already exists; pass --overwrite to replace it")
+        return path
+    # Encoded in memory, then written once and checked: an encoder writing to a file
+    # itself may leave a short file on a full disk and report success.
+    with output_errors(path):
+        data = _encode(pic, fmt, quality)
+    return write_output(path, data, overwrite=overwrite)
 
 
 def _stream_png(pic: Picture, path: Path, overwrite: bool) -> None:
     """A raster picture (a banded, very large output) as a PNG written row by row into
     the checked temporary file: no Pillow copy of the pixels, no encoded copy in memory."""
-    _check_still_free(path, overwrite)
+    check_still_free(path, overwrite)
     array = pic.to_array(_bits_for(pic.bits, "PNG"))
     with atomic_stream(path) as f:
         highdepth.stream_png(f, array, icc_profile=pic.icc_profile, exif=pic.exif)  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ so the weights can be used anywhere without sruc.
 
 The file is made in memory, run at two odd sizes against PyTorch (ONNX Runtime
 for ONNX, where it is installed; ``torch.jit.load`` for TorchScript), and only
-then written atomically (:func:`sruc.files.atomic.write_bytes`): a mismatch, a
+then written atomically (:func:`sruc.files.atomic.write_output`): a mismatch, a
 failure or Ctrl-C leaves no file.
 
 ONNX files are made by the ``torch.export``-based exporter (``dynamo=True``),
@@ -43,7 +43,7 @@ from torch import nn
 
 from sruc import __version__
 from sruc.errors import ModelError, OutputError, UsageError
-from sruc.files.atomic import write_bytes
+from sruc.files.atomic import write_output
 from sruc.scales import MAX_SCALE
 from sruc.zoo import hub, registry
 from sruc.zoo.registry import LoadedModel
@@ -612,15 +612,7 @@ def _write(path: Path, data: bytes, overwrite: bool) -> None:
     Raises:
         OutputError: ``path`` appeared meanwhile (without ``overwrite``), or the write failed.
     """
-    try:
-        # Checked again at the last moment: another process may have written it meanwhile.
-        if path.exists() and not overwrite:
-            raise OutputError(f"{path} already exists; pass --overwrite to replace it")
-        write_bytes(path, data)
-    except PermissionError:
-        raise OutputError(f"cannot write {path}: permission denied") from None
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    write_output(path, data, overwrite=overwrite)
 
 
 def _first_line(e: BaseException, limit: int = 160) -> str:
