@@ -289,6 +289,7 @@ def run_batch(
     env: Mapping[str, str] | None = None,
     progress: BatchProgressFn | None = None,
     tta: bool = False,
+    engine: str = "auto",
 ) -> BatchReport:
     """Upscale every image of ``inputs`` into ``out_dir``; one bad file never stops it.
 
@@ -319,6 +320,8 @@ def run_batch(
         progress: called on this thread after each tile and each file.
         tta: self-ensemble over the 8 flips and rotations of each image (8 times
             the work; see :mod:`sruc.core.ensemble`).
+        engine: ``auto``, ``torch``, ``onnxruntime`` or ``openvino`` (see
+            :mod:`sruc.engine.runtimes`).
 
     Returns:
         The report; its ``exit_code`` is 1 if any file failed or the batch
@@ -344,7 +347,13 @@ def run_batch(
         output_format=output_format,
         shard=share,
     )
-    pm = prepare_model(model, device=batch_device(device, env), precision=precision, scale=scale)
+    pm = prepare_model(
+        model,
+        device=batch_device(device, env),
+        precision=precision,
+        scale=scale,
+        engine=engine,
+    )
     upscaler = Upscaler(pm, tile=tile, tta=tta)
     upscaler.prepared(scale)  # the scale, tile and --tta checked once, not once per image
     report = _report_for(items, pm, scale, share)

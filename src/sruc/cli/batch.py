@@ -15,7 +15,14 @@ from typing import Any
 
 import click
 
-from sruc.cli.options import CONTEXT, SCALE, load_model_for_cli, tta_option, weights_options
+from sruc.cli.options import (
+    CONTEXT,
+    SCALE,
+    engine_option,
+    load_model_for_cli,
+    tta_option,
+    weights_options,
+)
 from sruc.cli.progress import Display
 from sruc.engine.launch import rank_prefix
 from sruc.engine.precision import PRECISIONS
@@ -95,6 +102,7 @@ def _summary(report: Any, scale: float) -> str:
     help="Process share K of N (1-based) of the files, e.g. one per machine. Under torchrun "
     "each process also takes its RANK's share.",
 )  # fmt: skip
+@engine_option
 @tta_option
 @weights_options
 @click.option(
@@ -116,6 +124,7 @@ def batch(
     tile: int | None,
     max_pixels: int | None,
     shard: str | None,
+    engine: str,
     tta: bool,
     sha256: str | None,
     cache_dir: Path | None,
@@ -173,6 +182,7 @@ def batch(
                 shard=share,
                 progress=progress,
                 tta=tta,
+                engine=engine,
             )
         except BatchInterrupted as e:
             report, interrupted = e.report, True

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from sruc.cli.options import CONTEXT, tta_option
+from sruc.cli.options import CONTEXT, engine_option, tta_option
 from sruc.cli.progress import Display
 
 #: Width of the table when stderr is not a terminal (a log, a CI job): wide
@@ -46,6 +46,7 @@ def _console() -> Any:
     help="Tile edge in pixels; 0 disables tiling. Scores do not depend on it. "
     "[default: chosen from free memory]",
 )  # fmt: skip
+@engine_option
 @tta_option
 @click.option("--no-ssim", is_flag=True, help="Leave SSIM out of the report.")
 @click.option("--per-image", is_flag=True, help="Add a table row for every image.")
@@ -59,6 +60,7 @@ def bench(
     scales: str,
     device: str,
     tile: int | None,
+    engine: str,
     tta: bool,
     no_ssim: bool,
     per_image: bool,
@@ -92,6 +94,7 @@ def bench(
             with_ssim=not no_ssim,
             progress=display.bar("bench"),
             tta=tta,
+            engine=engine,
         )
     if not quiet:
         _console().print(table(report, per_image=per_image))

@@ -26,6 +26,7 @@ from sruc import __version__
 from sruc.cli.options import (
     CONTEXT,
     SCALE,
+    engine_option,
     load_model_for_cli,
     size_options,
     target_for_cli,
@@ -111,6 +112,7 @@ def _default_output(src: Path, target: Any) -> Path:
     "--max-pixels", type=click.IntRange(min=1), default=None,
     help="Largest input accepted, in pixels. [default: 89478485, Pillow's limit]",
 )  # fmt: skip
+@engine_option
 @tta_option
 @weights_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
@@ -128,6 +130,7 @@ def up(
     quality: int | None,
     overwrite: bool,
     max_pixels: int | None,
+    engine: str,
     tta: bool,
     sha256: str | None,
     cache_dir: Path | None,
@@ -167,6 +170,7 @@ def up(
             progress=progress,
             precision=precision,
             tta=tta,
+            engine=engine,
         )
     if not quiet:
         (w0, h0), (w1, h1) = result.input_size, result.output_size
