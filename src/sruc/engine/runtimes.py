@@ -30,7 +30,7 @@ import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sruc import __version__
 from sruc.errors import DeviceError, SrucError, SrucWarning, UsageError
@@ -49,11 +49,12 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("onnx", "onnxscript", "onnxruntime"),
     "openvino": ("onnx", "onnxscript", "openvino"),
 }
-#: The engines ``auto`` tries on a CPU that runs fp32, fastest first, as measured by
-#: ``benchmarks/engines.py`` (VDSR, 1 thread, on the AMD EPYC Zen 4 of this project,
-#: native and under ONEDNN_MAX_CPU_ISA=AVX2; see benchmarks/README.md). PyTorch last:
-#: it is the default when no engine is installed.
-FP32_CPU_ORDER: tuple[str, ...] = ("onnxruntime", "torch")
+#: The engines ``auto`` tries on a CPU that runs fp32 where PyTorch has no Winograd
+#: convolution (NNPACK, :func:`sruc.engine.fused.winograd_available`), fastest first.
+#: Measured by ``benchmarks/engines.py`` (VDSR, 1 thread, AMD EPYC Zen 4, native and
+#: under ONEDNN_MAX_CPU_ISA=AVX2; benchmarks/README.md): PyTorch with NNPACK 1.7x a
+#: naive forward, ONNX Runtime 1.2-1.6x, OpenVINO fp32 1.1x, PyTorch's direct path 1.1x.
+FP32_CPU_ORDER: tuple[str, ...] = ("onnxruntime", "openvino", "torch")
 #: Sub-folder of the weights cache that holds exported graphs.
 CACHE_SUBDIR = "engines"
 
@@ -104,8 +105,10 @@ def choose_engine(engine: str, device: torch.device, precision: str) -> str:
     if engine == "torch":
         return engine
     if engine == "auto":
-        if device.type != "cpu" or precision != "fp32":
-            return "torch"  # PyTorch is fastest on CUDA and in bf16 (README "Speed")
+        from sruc.engine.fused import winograd_available
+
+        if device.type != "cpu" or precision != "fp32" or winograd_available():
+            return "torch"  # fastest on CUDA, in bf16, and with NNPACK (README "Speed")
         return next(e for e in FP32_CPU_ORDER if installed(e))
     if not installed(engine):
         raise EngineError(f"--engine {engine} needs the fast extra: {FAST_EXTRA}")
@@ -221,7 +224,7 @@ def _openvino(data: bytes) -> TileFn:
     import torch
 
     core = ov.Core()
-    model = core.read_model(ov.Tensor(_as_u8(data)))
+    model = core.read_model(data)  # ONNX bytes, read in memory
     compiled = core.compile_model(
         model,
         "CPU",
@@ -239,12 +242,6 @@ def _openvino(data: bytes) -> TileFn:
         return torch.from_numpy(out[0].copy())
 
     return run
-
-
-def _as_u8(data: bytes) -> Any:  # a numpy array; numpy is imported lazily
-    import numpy as np
-
-    return np.frombuffer(data, dtype=np.uint8)
 
 
 #: How each engine turns graph bytes into a tile function.
