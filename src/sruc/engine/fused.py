@@ -234,15 +234,15 @@ class ConvChain:
         """The chain of a module whose spec gives a convolution plan, else None.
 
         ``winograd``: run eligible fp32 CPU layers through NNPACK's Winograd
-        convolution (None: where :func:`winograd_available`; False: never, as
-        ``benchmarks/engines.py`` measures the direct path)."""
+        convolution where :func:`winograd_available` (None or True), or never
+        (False, as ``benchmarks/engines.py`` measures the direct path)."""
         spec = archs.conv_plan(module)
         if spec is None:
             return None
         layers, residual = spec
         fp32_cpu = device.type == "cpu" and dtype == torch.float32
-        if winograd is None:
-            winograd = fp32_cpu and winograd_available()
+        # winograd_available() also initialises NNPACK, which its op does not do itself.
+        winograd = winograd is not False and fp32_cpu and winograd_available()
         convs = []
         for i, (conv, relu) in enumerate(layers):
             pad = plain_padding(conv)
