@@ -128,6 +128,42 @@ def openvino_bf16(data: bytes, threads: int) -> Route:
     return lambda x: torch.from_numpy(request.infer({0: x.numpy()})[0].copy())
 
 
+def onnxruntime_int8(data: bytes, threads: int, folder: str) -> Route:
+    """ONNX Runtime on an int8 graph (QDQ, per-channel weights, uint8 activations),
+    calibrated on sruc's synthetic probe images (engine/prepared.probe_image) at x3,
+    never on the test set."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    from sruc.core.protocol import PEAK, degrade, interpolate
+    from sruc.engine.prepared import probe_image
+
+    class Probes(CalibrationDataReader):
+        def __init__(self) -> None:
+            ups = [interpolate(degrade(probe_image(s, 96), 3), (96, 96)) for s in range(4)]
+            self.items = iter([{"y": (up / PEAK).float()[None].numpy()} for up in ups])
+
+        def get_next(self) -> dict | None:
+            return next(self.items, None)
+
+    src, dst = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
+    src.write_bytes(data)
+    quantize_static(
+        str(src), str(dst), Probes(), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+    )  # fmt: skip
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(dst), options, providers=["CPUExecutionProvider"])
+    return lambda x: torch.from_numpy(session.run(None, {"y": x.numpy()})[0])
+
+
 def routes(threads: int, cache: str) -> tuple[dict[str, Route], list[str]]:
     from sruc.engine import runtimes
     from sruc.engine.fused import ConvChain
@@ -159,6 +195,9 @@ def routes(threads: int, cache: str) -> tuple[dict[str, Route], list[str]]:
     if runtimes.installed("openvino"):
         data, _ = runtimes.cached_graph(lm, "openvino", cache)
         out["openvino bf16 hint (not sruc)"] = openvino_bf16(data, threads)
+    if runtimes.installed("onnxruntime"):
+        data, _ = runtimes.cached_graph(lm, "onnxruntime", cache)
+        out["onnxruntime int8 (not sruc)"] = onnxruntime_int8(data, threads, cache)
     return out, notes
 
 
