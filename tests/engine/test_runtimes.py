@@ -76,8 +76,8 @@ def test_auto_picks_the_fastest_installed_engine_without_winograd(
     monkeypatch.setattr(fused, "winograd_available", lambda: False)
     monkeypatch.setattr(runtimes, "installed", lambda e: True)
     assert choose_engine("auto", CPU, "fp32") == runtimes.FP32_CPU_ORDER[0]
-    monkeypatch.setattr(runtimes, "installed", lambda e: e in ("openvino", "torch"))
-    assert choose_engine("auto", CPU, "fp32") == "openvino"
+    monkeypatch.setattr(runtimes, "installed", lambda e: e in ("onnxruntime", "torch"))
+    assert choose_engine("auto", CPU, "fp32") == "onnxruntime"
     monkeypatch.setattr(runtimes, "installed", lambda e: e == "torch")
     assert choose_engine("auto", CPU, "fp32") == "torch"
 

@@ -51,10 +51,11 @@ _NEEDS: dict[str, tuple[str, ...]] = {
 }
 #: The engines ``auto`` tries on a CPU that runs fp32 where PyTorch has no Winograd
 #: convolution (NNPACK, :func:`sruc.engine.fused.winograd_available`), fastest first.
-#: Measured by ``benchmarks/engines.py`` (VDSR, 1 thread, AMD EPYC Zen 4, native and
-#: under ONEDNN_MAX_CPU_ISA=AVX2; benchmarks/README.md): PyTorch with NNPACK 1.7x a
-#: naive forward, ONNX Runtime 1.2-1.6x, OpenVINO fp32 1.1x, PyTorch's direct path 1.1x.
-FP32_CPU_ORDER: tuple[str, ...] = ("onnxruntime", "openvino", "torch")
+#: ``benchmarks/engines.py`` (VDSR, one 384 px tile, 1 thread, AMD EPYC Zen 4; see
+#: benchmarks/README.md): naive fp32 1.00x, PyTorch's direct path 1.24x, OpenVINO
+#: 1.23x, ONNX Runtime 1.19x, PyTorch with NNPACK 1.39x; issue 25 measured the engines
+#: ahead with 2 threads (OpenVINO 2.4x, ONNX Runtime 2.3x, PyTorch channels-last 1.5x).
+FP32_CPU_ORDER: tuple[str, ...] = ("openvino", "onnxruntime", "torch")
 #: Sub-folder of the weights cache that holds exported graphs.
 CACHE_SUBDIR = "engines"
 
