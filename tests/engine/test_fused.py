@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sruc import archs as models
+from sruc.engine import fused
 from sruc.engine.fused import conv_relu_op, training_forward
 
 pytestmark = pytest.mark.skipif(conv_relu_op() is None, reason="no oneDNN fused convolution")
@@ -96,3 +97,40 @@ def test_not_used_where_it_does_not_apply() -> None:
     assert training_forward(strided, None) is None
     if torch.cuda.is_available():
         assert training_forward(net.cuda(), None) is None
+
+
+# --- NNPACK's Winograd path for fp32 3x3 layers --------------------------------------------
+
+
+def _vdsr16() -> nn.Module:
+    from sruc.archs.vdsr import VDSR
+
+    torch.manual_seed(4)
+    return VDSR(depth=5, width=16).eval()
+
+
+def test_winograd_chain_is_exact_to_fp32_rounding() -> None:
+    if not fused.winograd_available():
+        pytest.skip("NNPACK does not initialise on this CPU")
+    model = _vdsr16()
+    cpu = torch.device("cpu")
+    chain = fused.ConvChain.of(model, torch.float32, cpu)
+    assert chain is not None
+    assert [c.winograd for c in chain.convs] == [False, True, True, True, False]
+    x = torch.rand(2, 1, 23, 31, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = model.double()(x.double())
+        got = chain(x)
+    # Winograd's own rounding: relative 1e-5 of the largest value, no more.
+    assert (got.double() - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+def test_winograd_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    off = fused.ConvChain.of(_vdsr16(), torch.float32, cpu, winograd=False)
+    assert off is not None and not any(c.winograd for c in off.convs)
+    bf16 = fused.ConvChain.of(_vdsr16(), torch.bfloat16, cpu, winograd=True)
+    assert bf16 is not None and not any(c.winograd for c in bf16.convs)  # fp32 only
+    monkeypatch.setattr(fused, "winograd_available", lambda: False)
+    plain = fused.ConvChain.of(_vdsr16(), torch.float32, cpu)
+    assert plain is not None and not any(c.winograd for c in plain.convs)

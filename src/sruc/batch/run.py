@@ -346,6 +346,7 @@ def run_batch(
     progress: BatchProgressFn | None = None,
     tta: bool = False,
     max_output_pixels: int | None = None,
+    engine: str = "auto",
 ) -> BatchReport:
     """Upscale every image of ``inputs`` into ``out_dir``; one bad file never stops it.
 
@@ -378,6 +379,8 @@ def run_batch(
             the work; see :mod:`sruc.core.ensemble`).
         max_output_pixels: largest output accepted, in pixels (None: no limit but
             memory); a larger one fails that image before its work.
+        engine: ``auto``, ``torch``, ``onnxruntime`` or ``openvino`` (see
+            :mod:`sruc.engine.runtimes`).
 
     Returns:
         The report; its ``exit_code`` is 1 if any file failed or the batch
@@ -403,7 +406,13 @@ def run_batch(
         output_format=output_format,
         shard=share,
     )
-    pm = prepare_model(model, device=batch_device(device, env), precision=precision, scale=scale)
+    pm = prepare_model(
+        model,
+        device=batch_device(device, env),
+        precision=precision,
+        scale=scale,
+        engine=engine,
+    )
     upscaler = Upscaler(pm, tile=tile, tta=tta)
     upscaler.prepared(scale)  # the scale, tile and --tta checked once, not once per image
     report = _report_for(items, pm, scale, share)

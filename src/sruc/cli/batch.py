@@ -18,6 +18,7 @@ import click
 from sruc.cli.options import (
     CONTEXT,
     SCALE,
+    engine_option,
     load_model_for_cli,
     max_pixels_option,
     pixel_limits,
@@ -104,6 +105,7 @@ def _summary(report: Any, scale: float) -> str:
     help="Process share K of N (1-based) of the files, e.g. one per machine. Under torchrun "
     "each process also takes its RANK's share.",
 )  # fmt: skip
+@engine_option
 @tta_option
 @weights_options
 @threads_option
@@ -126,6 +128,7 @@ def batch(
     tile: int | None,
     max_pixels: int | None,
     shard: str | None,
+    engine: str,
     tta: bool,
     sha256: str | None,
     cache_dir: Path | None,
@@ -186,6 +189,7 @@ def batch(
                 shard=share,
                 progress=progress,
                 tta=tta,
+                engine=engine,
             )
         except BatchInterrupted as e:
             report, interrupted = e.report, True

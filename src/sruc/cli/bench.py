@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from sruc.cli.options import CONTEXT, threads_option, tta_option
+from sruc.cli.options import CONTEXT, engine_option, threads_option, tta_option
 from sruc.cli.progress import Display
 
 #: Width of the table when stderr is not a terminal (a log, a CI job): wide
@@ -46,6 +46,7 @@ def _console() -> Any:
     help="Tile edge in pixels; 0 disables tiling. Scores do not depend on it. "
     "[default: chosen from free memory]",
 )  # fmt: skip
+@engine_option
 @tta_option
 @threads_option
 @click.option("--no-ssim", is_flag=True, help="Leave SSIM out of the report.")
@@ -60,6 +61,7 @@ def bench(
     scales: str,
     device: str,
     tile: int | None,
+    engine: str,
     tta: bool,
     threads: int | None,
     no_ssim: bool,
@@ -94,6 +96,7 @@ def bench(
             with_ssim=not no_ssim,
             progress=display.bar("bench"),
             tta=tta,
+            engine=engine,
         )
     if not quiet:
         _console().print(table(report, per_image=per_image))

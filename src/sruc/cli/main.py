@@ -26,6 +26,7 @@ from sruc import __version__
 from sruc.cli.options import (
     CONTEXT,
     SCALE,
+    engine_option,
     load_model_for_cli,
     max_pixels_option,
     pixel_limits,
@@ -114,6 +115,7 @@ def _default_output(src: Path, target: Any) -> Path:
 )
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
 @max_pixels_option
+@engine_option
 @tta_option
 @weights_options
 @threads_option
@@ -132,6 +134,7 @@ def up(
     quality: int | None,
     overwrite: bool,
     max_pixels: int | None,
+    engine: str,
     tta: bool,
     sha256: str | None,
     cache_dir: Path | None,
@@ -181,6 +184,7 @@ def up(
             tta=tta,
             on_start=on_start,
             max_output_pixels=pixel_limits(max_pixels)[1],
+            engine=engine,
         )
     if not quiet:
         (w0, h0), (w1, h1) = result.input_size, result.output_size

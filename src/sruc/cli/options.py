@@ -92,6 +92,18 @@ def threads_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)  # fmt: skip
 
 
+def engine_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--engine``: what runs the network (:mod:`sruc.engine.runtimes`)."""
+    from sruc.engine.runtimes import ENGINES
+
+    return click.option(
+        "--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
+        help="What runs the network. auto: torch on GPUs and bf16 CPUs, else the fastest "
+        "installed engine; onnxruntime and openvino run fp32 on CPUs and need "
+        "pip install 'sruc[fast]'.",
+    )(f)  # fmt: skip
+
+
 def size_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--width``, ``--height`` and ``--fit``: an output size instead of ``-s``."""
     f = click.option(
@@ -170,6 +182,7 @@ __all__ = [
     "CONTEXT",
     "SCALE",
     "cache_options",
+    "engine_option",
     "load_model_for_cli",
     "offline_flag",
     "size_options",

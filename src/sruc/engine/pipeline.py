@@ -74,6 +74,8 @@ class Upscaler:
             path, http(s) URL (with ``sha256``), nn.Module, loaded or prepared model.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see :mod:`sruc.engine.precision`).
+        engine: ``auto``, ``torch``, ``onnxruntime`` or ``openvino`` (see
+            :mod:`sruc.engine.runtimes`; the last two need ``pip install 'sruc[fast]'``).
         tile: tile edge in pixels; 0 disables tiling; None picks one per image.
         tta: self-ensemble: average the network over the 8 flips and rotations
             of its input (:mod:`sruc.core.ensemble`; 8 times the work).
@@ -106,11 +108,15 @@ class Upscaler:
         offline: bool | None = None,
         sha256: str | None = None,
         threads: int | None = None,
+        engine: str = "auto",
     ) -> None:
+        from sruc.engine.runtimes import check_engine
+
         self.model = model
         self.threads = None if threads is None else check_threads(threads)
         self.device = device
         self.precision = precision
+        self.engine = check_engine(engine)
         self.tile = tile
         self.tta = tta
         self.banded = banded
@@ -173,7 +179,13 @@ class Upscaler:
         use_threads(self.threads)
         if isinstance(model, PreparedModel):
             return model
-        return prepare_model(lm, device=self.device, precision=self.precision)
+        return prepare_model(
+            lm,
+            device=self.device,
+            precision=self.precision,
+            engine=self.engine,
+            cache_dir=self._load["cache_dir"],
+        )
 
     def _key(self, scale: float) -> str | None:
         """Which file serves ``scale``: per-scale registry groups have one per scale."""
@@ -619,6 +631,7 @@ def upscale_picture(
     progress: ProgressFn | None = None,
     precision: str = "auto",
     tta: bool = False,
+    engine: str = "auto",
 ) -> Picture:
     """Upscale a decoded picture; the core of :func:`upscale`.
 
@@ -636,8 +649,9 @@ def upscale_picture(
         progress: called with (tiles done, tiles total).
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see :func:`prepare_model`).
         tta: self-ensemble over the 8 flips and rotations (8 times the work).
+        engine: ``auto``, ``torch``, ``onnxruntime`` or ``openvino`` (see :class:`Upscaler`).
     """
-    up = _shared(model, device, precision, tile, tta)
+    up = _shared(model, device, precision, tile, tta, engine)
     return up.upscale_picture(pic, scale, progress=progress)
 
 
@@ -653,6 +667,7 @@ def upscale(
     precision: str = "auto",
     tta: bool = False,
     max_output_pixels: int | None = None,
+    engine: str = "auto",
 ) -> Image.Image:
     """Upscale an image file or Pillow image and return a Pillow image.
 
@@ -666,7 +681,7 @@ def upscale(
         >>> import sruc
         >>> sruc.upscale("photo.jpg", 3).save("photo_x3.png")  # doctest: +SKIP
     """
-    up = _shared(model, device, precision, tile, tta)
+    up = _shared(model, device, precision, tile, tta, engine)
     return up.upscale(
         image,
         scale,
@@ -692,6 +707,7 @@ def upscale_file(
     precision: str = "auto",
     tta: bool = False,
     max_output_pixels: int | None = None,
+    engine: str = "auto",
 ) -> UpscaleResult:
     """Upscale ``src`` into ``dst``, checking everything cheap before the work.
 
@@ -705,7 +721,7 @@ def upscale_file(
     (:mod:`sruc.engine.banded`), or refused in one line if even that cannot fit
     in memory.
     """
-    up = _shared(model, device, precision, tile, tta)
+    up = _shared(model, device, precision, tile, tta, engine)
     return up.upscale_file(
         src,
         dst,
@@ -726,7 +742,12 @@ _SHARED_LOCK = threading.Lock()
 
 
 def _shared(
-    model: ModelSpec, device: str | torch.device, precision: str, tile: int | None, tta: bool
+    model: ModelSpec,
+    device: str | torch.device,
+    precision: str,
+    tile: int | None,
+    tta: bool,
+    engine: str = "auto",
 ) -> Upscaler:
     """An Upscaler for these arguments, reused across calls where that is safe.
 
@@ -737,7 +758,9 @@ def _shared(
     not cached.
     """
     if not isinstance(model, str | os.PathLike):
-        return Upscaler(model, device=device, precision=precision, tile=tile, tta=tta)
+        return Upscaler(
+            model, device=device, precision=precision, tile=tile, tta=tta, engine=engine
+        )
     text = os.fspath(model)
     try:
         st = os.stat(text)
@@ -746,10 +769,10 @@ def _shared(
         stamp = (text,)
     # Where the weights come from is part of the key, so a changed cache or mirror is used.
     where = tuple(os.environ.get(v) for v in (ENV_CACHE_DIR, ENV_OFFLINE, ENV_BASE_URL))
-    key = (*stamp, *where, str(device), precision, tile, tta)
+    key = (*stamp, *where, str(device), precision, tile, tta, engine)
     with _SHARED_LOCK:
         up = _SHARED.pop(key, None) or Upscaler(
-            model, device=device, precision=precision, tile=tile, tta=tta
+            model, device=device, precision=precision, tile=tile, tta=tta, engine=engine
         )
         _SHARED[key] = up
         while len(_SHARED) > _SHARED_SIZE:

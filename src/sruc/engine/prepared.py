@@ -14,6 +14,7 @@ pipeline and :class:`sruc.Upscaler` reuse for every image.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +24,9 @@ from sruc.core.tiling import TileModel, default_batch, default_tile
 from sruc.engine.device import resolve_device, tune_cpu_allocator
 from sruc.engine.fused import ConvChain
 from sruc.engine.precision import dtype_of, resolve_precision
+from sruc.engine.runtimes import Fallback, check_engine, choose_engine, engine_forward
 from sruc.engine.threads import use_threads
+from sruc.errors import SrucError, SrucWarning
 from sruc.zoo.registry import DEFAULT_MODEL, LoadedModel, load_model
 
 #: Largest PSNR drop, in dB, that ``auto`` accepts from reduced precision:
@@ -67,6 +70,8 @@ class PreparedModel:
         requested: the precision asked for (``auto`` or one of the above).
         forward: the network as a float32-in, float32-out callable.
         forward_fp32: the same in float32 (16-bit images under ``auto`` use it).
+        engine: what runs it: ``torch``, ``onnxruntime`` or ``openvino``
+            (:mod:`sruc.engine.runtimes`).
     """
 
     loaded: LoadedModel
@@ -75,6 +80,7 @@ class PreparedModel:
     requested: str
     forward: TileModel
     forward_fp32: TileModel
+    engine: str = "torch"
 
     def runner(self, bits: int) -> tuple[TileModel, str]:
         """The callable and precision for an image of ``bits`` per sample.
@@ -165,6 +171,8 @@ def prepare_model(
     device: str | torch.device = "auto",
     precision: str = "auto",
     scale: float | None = None,
+    engine: str = "auto",
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> PreparedModel:
     """Load ``model`` and make it ready to run on ``device`` at ``precision``.
 
@@ -176,19 +184,31 @@ def prepare_model(
         precision: ``auto`` (bf16/fp16 where the device runs it natively and
             the weights pass the accuracy probe, else fp32), ``fp32``,
             ``bf16`` or ``fp16`` (GPUs only).
+        engine: ``auto``, ``torch``, ``onnxruntime`` or ``openvino`` (see
+            :func:`sruc.engine.runtimes.choose_engine`; the engines run fp32 on CPUs,
+            so a named one makes ``auto`` precision fp32).
+        cache_dir: the weights cache, where an engine's exported graph is kept.
 
     Raises:
-        UsageError: an unknown precision.
+        UsageError: an unknown precision or engine.
+        sruc.engine.runtimes.EngineError: an engine that is not installed or cannot
+            run at this device and precision.
         sruc.engine.precision.PrecisionError: bf16/fp16 forced where the device cannot run it.
         DeviceError: the device is not there.
         ModelError: the model cannot be loaded.
     """
     if isinstance(model, PreparedModel):
         return model
+    check_engine(engine)
     dev = resolve_device(device)
     tune_cpu_allocator()  # colour, resize and CPU forward passes reuse their buffers
     use_threads()  # the default thread policy, unless a count was chosen already
     candidate = resolve_precision(precision, dev)
+    if engine not in ("auto", "torch"):
+        # A named engine runs fp32 on the CPU: refused here, before any loading, if it
+        # is not installed or cannot run at a forced precision.
+        choose_engine(engine, dev, "fp32" if precision == "auto" else precision)
+        candidate = "fp32"
     lm = model if isinstance(model, LoadedModel) else load_model(model, scale=scale)
     if lm.identity:
         identity: TileModel = lambda x: x  # noqa: E731
@@ -205,10 +225,39 @@ def prepare_model(
         if precision == "auto":
             candidate = "fp32"
     if candidate == "fp32":
-        return PreparedModel(lm, dev, "fp32", precision, exact, exact)
+        return _fp32(lm, dev, precision, exact, engine, cache_dir, isinstance(exact, ConvChain))
     dtype = dtype_of(candidate)
     chain = ConvChain.of(module, dtype, dev) if chain_ok else None
     reduced: TileModel = chain if chain is not None else _Autocast(module, dtype, dev)
     if precision == "auto" and not _probe_passes(reduced, exact, dev):
-        return PreparedModel(lm, dev, "fp32", precision, exact, exact)
+        return _fp32(lm, dev, precision, exact, engine, cache_dir, isinstance(exact, ConvChain))
     return PreparedModel(lm, dev, candidate, precision, reduced, exact)
+
+
+def _fp32(
+    lm: LoadedModel,
+    dev: torch.device,
+    requested: str,
+    exact: TileModel,
+    engine: str,
+    cache_dir: str | os.PathLike[str] | None,
+    known: bool,
+) -> PreparedModel:
+    """The fp32 model, in the engine :func:`~sruc.engine.runtimes.choose_engine` picks.
+
+    ``known``: the network is a plain convolution chain without hooks; ``auto`` uses
+    an engine only for those. An engine that cannot export or load the network is
+    an error when named, a warning and PyTorch under ``auto``.
+    """
+    chosen = choose_engine(engine, dev, "fp32")
+    if chosen == "torch" or (engine == "auto" and not known):
+        return PreparedModel(lm, dev, "fp32", requested, exact, exact)
+    try:
+        run = engine_forward(lm, chosen, cache_dir)
+    except SrucError as e:
+        if engine != "auto":
+            raise
+        warnings.warn(f"{chosen} unavailable ({e}); running on torch", SrucWarning, stacklevel=3)
+        return PreparedModel(lm, dev, "fp32", requested, exact, exact)
+    fast = Fallback(chosen, run, exact)
+    return PreparedModel(lm, dev, "fp32", requested, fast, fast, chosen)

@@ -33,8 +33,9 @@ from torch import nn
 from sruc import archs
 from sruc.core.ensemble import self_ensemble
 from sruc.core.protocol import YModel, evaluate_image
-from sruc.core.tiling import check_tile, run_tiled
+from sruc.core.tiling import TileModel, check_tile, run_tiled
 from sruc.engine.device import resolve_device, tune_cpu_allocator
+from sruc.engine.runtimes import Fallback, choose_engine, engine_forward
 from sruc.engine.threads import use_threads
 from sruc.errors import ModelError, SrucWarning, UsageError
 from sruc.measure.report import (
@@ -172,7 +173,7 @@ def _resolve_all(specs: Sequence[ModelSpec], scales: Sequence[int]) -> list[_Can
 
 
 def _runner(
-    net: nn.Module, radius: int, tile: int | None, device: torch.device, tta: bool
+    net: TileModel, radius: int, tile: int | None, device: torch.device, tta: bool
 ) -> YModel:
     def run(x: torch.Tensor, progress: object = None) -> torch.Tensor:
         # Tiles overlap by the receptive radius, so tiled and whole-image
@@ -194,6 +195,7 @@ def bench(
     with_ssim: bool = True,
     progress: BenchProgress | None = None,
     tta: bool = False,
+    engine: str = "auto",
 ) -> BenchReport:
     """Score ``models`` and bicubic on folders of ground-truth images, by the papers' protocol.
 
@@ -218,6 +220,8 @@ def bench(
         tta: score every model by its self-ensemble over the 8 flips and
             rotations (:mod:`sruc.core.ensemble`; 8 times the work; bicubic
             is unchanged by it).
+        engine: what runs the models in fp32: ``auto``, ``torch``, ``onnxruntime``
+            or ``openvino`` (:func:`sruc.engine.runtimes.choose_engine`).
 
     Returns:
         The scores, per image and averaged per set, scale and model.
@@ -233,6 +237,7 @@ def bench(
     start = time.perf_counter()
     scale_list = check_protocol_scales(scales, "the benchmark")
     dev = resolve_device(device)
+    chosen = choose_engine(engine, dev, "fp32")  # a missing extra before any work
     tune_cpu_allocator()
     use_threads()  # the default thread policy, unless a count was chosen already
     if tile is not None and tile < 0:
@@ -244,7 +249,7 @@ def bench(
     cands = _resolve_all(models, scale_list)
     for lm in (lm for c in cands for lm in c.at.values()):
         check_tile(tile, lm.radius)
-    runners = _runners(cands, tile, dev, tta)
+    runners = _runners(cands, tile, dev, tta, chosen)
     results = _empty_results(sets, scale_list, cands)
     runs_per_image = {s: 1 + sum(s in c.at for c in cands) for s in scale_list}
     total = sum(len(es.images) for es in sets) * sum(runs_per_image.values())
@@ -267,16 +272,21 @@ def bench(
 
 
 def _runners(
-    cands: Sequence[_Candidate], tile: int | None, dev: torch.device, tta: bool
+    cands: Sequence[_Candidate], tile: int | None, dev: torch.device, tta: bool, engine: str
 ) -> dict[tuple[int, int], YModel]:
     """What runs model ``i`` at scale ``s``, by ``(i, s)``; each weights file moved
-    to the device once."""
+    to the device (or loaded into ``engine``) once."""
     runners: dict[tuple[int, int], YModel] = {}
-    prepared: dict[int, nn.Module] = {}
+    prepared: dict[int, TileModel] = {}
     for i, cand in enumerate(cands):
         for s, lm in cand.at.items():
             if id(lm) not in prepared:  # one move to the device per weights file
-                prepared[id(lm)] = lm.module.to(dev).eval()
+                module = lm.module.to(dev).eval()
+                prepared[id(lm)] = (
+                    module
+                    if engine == "torch"
+                    else Fallback(engine, engine_forward(lm, engine), module)
+                )
             runners[(i, s)] = _runner(prepared[id(lm)], lm.radius, tile, dev, tta)
     return runners
 

@@ -60,6 +60,7 @@ __all__ = [
     "check_destination",
     "contract_of",
     "export_model",
+    "onnx_graph",
 ]
 
 #: The file formats :func:`export_model` writes.
@@ -225,6 +226,26 @@ def export_model(
         contract=contract,
         contract_at=where,
     )
+
+
+def onnx_graph(lm: LoadedModel, *, weights_sha256: str | None = None) -> bytes:
+    """``lm``'s network as ONNX bytes, exactly as :func:`export_model` writes them, in memory.
+
+    Run against PyTorch at :data:`VERIFY_SHAPES` first where ONNX Runtime is
+    installed. What the inference engines (:mod:`sruc.engine.runtimes`) run and cache.
+
+    Raises:
+        UsageError: ``lm`` has no network (bicubic).
+        ModelError: the ``onnx`` extra is missing, the export failed, or the graph
+            differs from PyTorch by more than :data:`MAX_ABS_DIFF`.
+    """
+    if lm.identity:
+        raise _no_network(lm.name)
+    _require_onnx()
+    net = _cpu_copy(lm)
+    data, _ = _onnx_bytes(net, contract_of(lm, weights_sha256=weights_sha256))
+    _verify("onnx", data, net, _onnx_runner)
+    return data
 
 
 # --- checks before any work ----------------------------------------------------------------
