@@ -176,10 +176,10 @@ def routes(threads: int, cache: str) -> tuple[dict[str, Route], list[str]]:
     out: dict[str, Route] = {"naive fp32 (nn.Module, NCHW)": module}
     notes: list[str] = []
     direct = ConvChain.of(module, torch.float32, cpu, winograd=False)
-    out["sruc torch fp32 direct (oneDNN)"] = direct
-    wino = ConvChain.of(module, torch.float32, cpu)
+    out["sruc torch fp32 direct (oneDNN, the default)"] = direct
+    wino = ConvChain.of(module, torch.float32, cpu, winograd=True)
     if any(c.winograd for c in wino.convs):
-        out["sruc torch fp32 (NNPACK Winograd)"] = wino
+        out["sruc torch fp32 (--engine nnpack)"] = wino
     else:
         notes.append("NNPACK does not initialise here: no sruc Winograd route")
     if cpu_can_run_bf16():

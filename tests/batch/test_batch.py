@@ -482,7 +482,9 @@ def test_model_is_loaded_once(
     monkeypatch.setattr(checkpoint, "load", lambda p: loads.append(p) or real_load(p))
     prepared: list[object] = []
     real_chain = fused.ConvChain.of
-    monkeypatch.setattr(fused.ConvChain, "of", lambda *a: prepared.append(a) or real_chain(*a))
+    monkeypatch.setattr(
+        fused.ConvChain, "of", lambda *a, **k: prepared.append(a) or real_chain(*a, **k)
+    )
     run = run_batch_cli(capsys, "in", "-o", "out", "--model", tiny_vdsr_ckpt, "-q", "-r")
     assert run.code == 0, run
     assert len(loads) == 1

@@ -114,7 +114,7 @@ def test_winograd_chain_is_exact_to_fp32_rounding() -> None:
         pytest.skip("NNPACK does not initialise on this CPU")
     model = _vdsr16()
     cpu = torch.device("cpu")
-    chain = fused.ConvChain.of(model, torch.float32, cpu)
+    chain = fused.ConvChain.of(model, torch.float32, cpu, winograd=True)
     assert chain is not None
     assert [c.winograd for c in chain.convs] == [False, True, True, True, False]
     x = torch.rand(2, 1, 23, 31, generator=torch.Generator().manual_seed(0))
@@ -131,6 +131,25 @@ def test_winograd_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     assert off is not None and not any(c.winograd for c in off.convs)
     bf16 = fused.ConvChain.of(_vdsr16(), torch.bfloat16, cpu, winograd=True)
     assert bf16 is not None and not any(c.winograd for c in bf16.convs)  # fp32 only
+    default = fused.ConvChain.of(_vdsr16(), torch.float32, cpu)  # off unless asked for
+    assert default is not None and not any(c.winograd for c in default.convs)
     monkeypatch.setattr(fused, "winograd_available", lambda: False)
-    plain = fused.ConvChain.of(_vdsr16(), torch.float32, cpu)
+    plain = fused.ConvChain.of(_vdsr16(), torch.float32, cpu, winograd=True)
     assert plain is not None and not any(c.winograd for c in plain.convs)
+
+
+def test_default_fp32_tiles_equal_the_untiled_run_bit_for_bit() -> None:
+    """The default fp32 chain is oneDNN's direct path, whose tiles are exact at VDSR's
+    width of 64; NNPACK's Winograd (--engine nnpack) differs by ~1e-5 at tile edges."""
+    from sruc.archs.vdsr import VDSR
+    from sruc.core.tiling import run_tiled
+
+    cpu = torch.device("cpu")
+    torch.manual_seed(4)
+    chain = fused.ConvChain.of(VDSR(depth=5, width=64).eval(), torch.float32, cpu)
+    assert chain is not None
+    x = torch.rand(1, 1, 70, 90, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        whole = chain(x)
+        tiled = run_tiled(chain, x, radius=5, tile=24)
+    assert torch.equal(tiled, whole)

@@ -70,16 +70,26 @@ def test_auto_is_torch_where_torch_is_fastest(monkeypatch: pytest.MonkeyPatch) -
     assert choose_engine("auto", CPU, "fp32") == "torch"
 
 
-def test_auto_picks_the_fastest_installed_engine_without_winograd(
+def test_auto_is_torch_on_fp32_cpus_whatever_is_installed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(fused, "winograd_available", lambda: False)
+    """The exact path: the engines and Winograd agree with it to fp32 rounding only."""
     monkeypatch.setattr(runtimes, "installed", lambda e: True)
-    assert choose_engine("auto", CPU, "fp32") == runtimes.FP32_CPU_ORDER[0]
-    monkeypatch.setattr(runtimes, "installed", lambda e: e in ("onnxruntime", "torch"))
-    assert choose_engine("auto", CPU, "fp32") == "onnxruntime"
-    monkeypatch.setattr(runtimes, "installed", lambda e: e == "torch")
-    assert choose_engine("auto", CPU, "fp32") == "torch"
+    for wino in (True, False):
+        monkeypatch.setattr(fused, "winograd_available", lambda w=wino: w)
+        assert choose_engine("auto", CPU, "fp32") == "torch"
+
+
+def test_nnpack_is_asked_for_and_refused_where_it_cannot_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fused, "winograd_available", lambda: True)
+    assert choose_engine("nnpack", CPU, "fp32") == "nnpack"
+    with pytest.raises(EngineError, match="runs fp32"):
+        choose_engine("nnpack", CPU, "bf16")
+    monkeypatch.setattr(fused, "winograd_available", lambda: False)
+    with pytest.raises(EngineError, match="does not run on this CPU"):
+        choose_engine("nnpack", CPU, "fp32")
 
 
 # --- the CLI -------------------------------------------------------------------------------

@@ -98,9 +98,9 @@ def engine_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
     return click.option(
         "--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
-        help="What runs the network. auto: torch on GPUs and bf16 CPUs, else the fastest "
-        "installed engine; onnxruntime and openvino run fp32 on CPUs and need "
-        "pip install 'sruc[fast]'.",
+        help="What runs the network. auto: torch (exact tiles). nnpack: torch with "
+        "Winograd 3x3 layers, fp32 on CPUs (faster, tiles exact to fp32 rounding); "
+        "onnxruntime and openvino run fp32 on CPUs and need pip install 'sruc[fast]'.",
     )(f)  # fmt: skip
 
 

@@ -235,15 +235,18 @@ class ConvChain:
         """The chain of a module whose spec gives a convolution plan, else None.
 
         ``winograd``: run eligible fp32 CPU layers through NNPACK's Winograd
-        convolution where :func:`winograd_available` (None or True), or never
-        (False, as ``benchmarks/engines.py`` measures the direct path)."""
+        convolution where :func:`winograd_available` (True: ``--engine nnpack``), or
+        never (None or False: oneDNN's direct path). Off by default: Winograd's
+        rounding depends on where a pixel falls in its 6x6 blocks, so a tiled run
+        would differ from an untiled one in the last bits (and, rarely, by one
+        8-bit level), and sruc's tiles are exact."""
         spec = archs.conv_plan(module)
         if spec is None:
             return None
         layers, residual = spec
         fp32_cpu = device.type == "cpu" and dtype == torch.float32
         # winograd_available() also initialises NNPACK, which its op does not do itself.
-        winograd = winograd is not False and fp32_cpu and winograd_available()
+        winograd = winograd is True and fp32_cpu and winograd_available()
         convs = []
         for i, (conv, relu) in enumerate(layers):
             pad = plain_padding(conv)

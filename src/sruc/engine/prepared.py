@@ -217,7 +217,10 @@ def prepare_model(
     # A hooked module runs as itself, so its hooks fire; the chain is measured
     # on CPUs and written for CUDA, other devices (MPS) run the module.
     chain_ok = not _has_hooks(module) and dev.type in ("cpu", "cuda")
-    exact: TileModel | None = ConvChain.of(module, torch.float32, dev) if chain_ok else None
+    wino = engine == "nnpack"  # fp32 3x3 layers through NNPACK's Winograd, asked for
+    exact: TileModel | None = (
+        ConvChain.of(module, torch.float32, dev, winograd=wino) if chain_ok else None
+    )
     if exact is None:
         # Unknown modules (or hooked ones) run as they are; auto keeps them in
         # fp32, since nothing is known about how they take reduced precision.
@@ -250,7 +253,7 @@ def _fp32(
     an error when named, a warning and PyTorch under ``auto``.
     """
     chosen = choose_engine(engine, dev, "fp32")
-    if chosen == "torch" or (engine == "auto" and not known):
+    if chosen in ("torch", "nnpack") or (engine == "auto" and not known):
         return PreparedModel(lm, dev, "fp32", requested, exact, exact)
     try:
         run = engine_forward(lm, chosen, cache_dir)

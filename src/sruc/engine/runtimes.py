@@ -5,12 +5,13 @@ float32, and PyTorch's oneDNN direct convolution is no faster there than a
 naive forward. ONNX Runtime and OpenVINO run the same network faster on some
 of those CPUs (``benchmarks/engines.py``, README "Speed"). They are optional
 (``pip install 'sruc[fast]'``) and sit behind the same API: ``--engine
-auto|torch|onnxruntime|openvino`` on ``up``, ``batch`` and ``bench``, and
+auto|torch|nnpack|onnxruntime|openvino`` on ``up``, ``batch`` and ``bench``, and
 ``engine=`` on :class:`sruc.Upscaler` and :func:`sruc.engine.prepared.prepare_model`.
 
 - :func:`choose_engine` is the one policy: what ``--engine`` means on a device
-  at a precision. ``auto`` is PyTorch wherever it is fastest (CUDA, bf16 CPUs)
-  and the first installed engine of :data:`FP32_CPU_ORDER` on fp32-only CPUs.
+  at a precision. ``auto`` is PyTorch: its tiles are exact (a tiled run equals an
+  untiled one to the bit), which the engines and NNPACK's Winograd (``nnpack``:
+  PyTorch with Winograd 3x3 layers in fp32) give only to fp32 rounding.
 - The graph is exported once by :func:`sruc.zoo.export.onnx_graph` (the one
   exporter) and cached in the weights cache (:func:`sruc.zoo.cache.cache_dir`),
   under ``engines/``, named by the SHA-256 of the weights, the engine, the ONNX
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from sruc.zoo.registry import LoadedModel
 
 #: The values ``engine`` takes, as the CLI lists them.
-ENGINES: tuple[str, ...] = ("auto", "torch", "onnxruntime", "openvino")
+ENGINES: tuple[str, ...] = ("auto", "torch", "nnpack", "onnxruntime", "openvino")
 #: What to install for the engines.
 FAST_EXTRA = "pip install 'sruc[fast]'"
 #: Python modules each engine needs (the exporter's, then the runtime's).
@@ -49,13 +50,12 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("onnx", "onnxscript", "onnxruntime"),
     "openvino": ("onnx", "onnxscript", "openvino"),
 }
-#: The engines ``auto`` tries on a CPU that runs fp32 where PyTorch has no Winograd
-#: convolution (NNPACK, :func:`sruc.engine.fused.winograd_available`), fastest first.
-#: ``benchmarks/engines.py`` (VDSR, one 384 px tile, 1 thread, AMD EPYC Zen 4; see
-#: benchmarks/README.md): naive fp32 1.00x, PyTorch's direct path 1.24x, OpenVINO
-#: 1.23x, ONNX Runtime 1.19x, PyTorch with NNPACK 1.39x; issue 25 measured the engines
-#: ahead with 2 threads (OpenVINO 2.4x, ONNX Runtime 2.3x, PyTorch channels-last 1.5x).
-FP32_CPU_ORDER: tuple[str, ...] = ("openvino", "onnxruntime", "torch")
+#: ``auto`` is PyTorch everywhere: its direct fp32 path is the one whose tiles are
+#: exact (equal to an untiled run to the bit). ``benchmarks/engines.py`` (VDSR, one
+#: 384 px tile, 1 thread, AMD EPYC Zen 4; see benchmarks/README.md): naive fp32
+#: 1.00x, PyTorch's direct path 1.24x, OpenVINO 1.23x, ONNX Runtime 1.19x, PyTorch
+#: with NNPACK's Winograd (``nnpack``) 1.39x; the engines and Winograd agree with it
+#: to fp32 rounding only, so they are there to be asked for.
 #: Sub-folder of the weights cache that holds exported graphs.
 CACHE_SUBDIR = "engines"
 
@@ -72,6 +72,10 @@ def installed(engine: str) -> bool:
     """Whether the modules ``engine`` needs can be imported (nothing is imported)."""
     if engine == "torch":
         return True
+    if engine == "nnpack":
+        from sruc.engine.fused import winograd_available
+
+        return winograd_available()
     return all(importlib.util.find_spec(m) is not None for m in _NEEDS[engine])
 
 
@@ -90,12 +94,12 @@ def choose_engine(engine: str, device: torch.device, precision: str) -> str:
     """The one engine policy: what ``engine`` means on ``device`` at a resolved ``precision``.
 
     Args:
-        engine: ``auto``, ``torch``, ``onnxruntime`` or ``openvino``.
+        engine: ``auto``, ``torch``, ``nnpack``, ``onnxruntime`` or ``openvino``.
         device: where the model runs.
         precision: the resolved precision (``fp32``, ``bf16``, ``fp16``).
 
     Returns:
-        ``torch``, ``onnxruntime`` or ``openvino``.
+        ``torch``, ``nnpack``, ``onnxruntime`` or ``openvino``.
 
     Raises:
         UsageError: an unknown engine.
@@ -106,12 +110,13 @@ def choose_engine(engine: str, device: torch.device, precision: str) -> str:
     if engine == "torch":
         return engine
     if engine == "auto":
-        from sruc.engine.fused import winograd_available
-
-        if device.type != "cpu" or precision != "fp32" or winograd_available():
-            return "torch"  # fastest on CUDA, in bf16, and with NNPACK (README "Speed")
-        return next(e for e in FP32_CPU_ORDER if installed(e))
+        return "torch"  # exact tiles; within 10-20% of every exact engine (README "Speed")
     if not installed(engine):
+        if engine == "nnpack":
+            raise EngineError(
+                "--engine nnpack: NNPACK's Winograd convolution does not run on this CPU "
+                "(it needs AVX2 and FMA, or NEON); use --engine torch"
+            )
         raise EngineError(f"--engine {engine} needs the fast extra: {FAST_EXTRA}")
     if device.type != "cpu":
         raise EngineError(f"--engine {engine} runs on the CPU; use --engine torch on {device}")
@@ -310,7 +315,6 @@ class Fallback:
 __all__ = [
     "ENGINES",
     "FAST_EXTRA",
-    "FP32_CPU_ORDER",
     "EngineError",
     "Fallback",
     "cached_graph",
