@@ -13,7 +13,14 @@ from typing import Any
 
 import click
 
-from sruc.cli.options import CONTEXT, SCALE, cache_options, load_model_for_cli
+from sruc.cli.options import (
+    CONTEXT,
+    SCALE,
+    cache_options,
+    load_model_for_cli,
+    max_pixels_option,
+    pixel_limits,
+)
 from sruc.cli.progress import Display
 from sruc.engine.precision import PRECISIONS
 
@@ -62,10 +69,7 @@ def _default_output(src: Path) -> Path:
     "--tile", type=click.IntRange(min=0), default=None,
     help="Tile edge in pixels; 0 disables tiling. [default: chosen from free memory]",
 )  # fmt: skip
-@click.option(
-    "--max-pixels", type=click.IntRange(min=1), default=None,
-    help="Largest input accepted, in pixels. [default: 89478485, Pillow's limit]",
-)  # fmt: skip
+@max_pixels_option
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
 @cache_options
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON on stdout.")
@@ -102,7 +106,6 @@ def compare(
       sruc compare photo_hr.png -s 3 --models bicubic,vdsr --from-hr --crop 200,120,96,96
       sruc compare small.png -s 2 --models srcnn,vdsr --hr big.png
     """
-    from sruc.files.images import DEFAULT_MAX_PIXELS
     from sruc.measure.compare import (
         Crop,
         check_reference,
@@ -140,7 +143,7 @@ def compare(
             device=device,
             precision=precision,
             tile=tile,
-            max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+            max_pixels=pixel_limits(max_pixels)[0],
             progress=progress,
         )
         path = write_sheet(sheet, dst, zoom=zoom, overwrite=overwrite)
