@@ -3,6 +3,7 @@ with EXIF orientation, ICC and EXIF kept as for JPEG; the errors without the ext
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
@@ -18,7 +19,10 @@ needs_avif = pytest.mark.skipif(not heif.avif_available(), reason="this Pillow h
 HEIC_HEAD = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
 
 
+@functools.cache
 def _srgb() -> bytes:
+    """One sRGB profile for the whole file: a profile made anew carries the time it was
+    made, so two made a second apart differ in their header."""
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
