@@ -3,12 +3,11 @@
 Routes (VDSR 20 x 3x3 x 64, the release weights, one square tile, float32 in and out):
 
 - naive fp32: the plain nn.Module, NCHW, whole tile (the reference, 1.00x);
-- sruc torch fp32 direct: engine/fused.ConvChain without Winograd (oneDNN direct, channels-last);
-- sruc torch fp32: ConvChain as sruc runs it (NNPACK's Winograd F(6x6,3x3) on the 18 middle
-  layers where it initialises);
+- sruc torch fp32 direct: engine/fused.ConvChain (oneDNN direct, channels-last), the default;
+- sruc --engine winograd: ConvChain with the 18 middle layers through engine/winograd.py,
+  Winograd F(4x4,3x3) written in torch (route (b) of issue 25);
+- sruc --engine nnpack: ConvChain with NNPACK's Winograd F(6x6,3x3) where it initialises;
 - sruc torch bf16: ConvChain in bf16 (where the CPU can run bf16 under the caps);
-- torch Winograd F(4x4,3x3): input transform, batched GEMM (torch.bmm), inverse transform,
-  written here in torch for the middle layers (route (b) of issue 25);
 - onnxruntime fp32, openvino fp32: sruc's engines (engine/runtimes.py), the graph from
   zoo/export.py;
 - openvino bf16 hint: OpenVINO with INFERENCE_PRECISION_HINT=bf16 (not an sruc route).
@@ -49,72 +48,7 @@ CAP_VARS = (
 SET5 = Path("/work/shared/datasets/eval/Set5")
 
 
-# --- route (b): Winograd F(4x4, 3x3) in torch ------------------------------------------------
-
-# Lavin & Gray's matrices for F(4x4, 3x3) with the points 0, +-1, +-2 and infinity.
-_BT = torch.tensor(
-    [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-     [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=torch.float64,
-)  # fmt: skip
-_G = torch.tensor(
-    [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
-     [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=torch.float64,
-)  # fmt: skip
-_AT = torch.tensor(
-    [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
-    dtype=torch.float64,
-)
-
-
-def winograd_weights(w: torch.Tensor) -> torch.Tensor:
-    """(K, C, 3, 3) -> the transformed kernels G w G^T, (36, C, K) float32."""
-    u = torch.einsum("ij,kcjl,ml->imck", _G, w.double(), _G)  # (6, 6, C, K)
-    return u.reshape(36, w.shape[1], w.shape[0]).float().contiguous()
-
-
-def winograd_conv(x: torch.Tensor, u: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    """3x3 convolution, padding 1, of NHWC-strided ``x`` (N, C, H, W) by F(4x4, 3x3)."""
-    bt, at = _BT.float(), _AT.float()
-    n, c, h, w = x.shape
-    k = u.shape[2]
-    th, tw = -(-h // 4), -(-w // 4)
-    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 4 * tw + 1 - w, 1, 4 * th + 1 - h))
-    tiles = xp.unfold(1, 6, 4).unfold(2, 6, 4)  # (N, th, tw, C, 6, 6), overlapping views
-    d = tiles.permute(4, 5, 0, 1, 2, 3).reshape(6, -1)  # (6a, 6b * T * C)
-    v = torch.matmul(bt, torch.mm(bt, d).view(6, 6, -1))  # B^T d B: (6, 6, T * C)
-    t = n * th * tw
-    m = torch.bmm(v.view(36, t, c), u)  # the batched GEMM: (36, T, K)
-    y = torch.matmul(at, torch.mm(at, m.view(6, -1)).view(4, 6, -1))  # A^T m A: (4, 4, T * K)
-    y = y.view(4, 4, n, th, tw, k).permute(2, 3, 0, 4, 1, 5).reshape(n, 4 * th, 4 * tw, k)
-    y = y[:, :h, :w]
-    if b is not None:
-        y = y + b
-    return y.permute(0, 3, 1, 2)  # NCHW view of NHWC memory
-
-
-def winograd_chain(chain) -> Route:
-    """VDSR with its 3x3 64->64 layers through :func:`winograd_conv`, the ends direct."""
-    plan = []
-    for i, c in enumerate(chain.convs):
-        middle = 0 < i < len(chain.convs) - 1
-        plan.append((c, winograd_weights(c.weight.float()) if middle else None))
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        h = F.pad(x, (0, 0, 0, 0, 0, chain.in_channels - x.shape[1]))
-        for c, u in plan:
-            h = (
-                winograd_conv(h, u, c.bias)
-                if u is not None
-                else F.conv2d(h, c.weight, c.bias, padding=c.padding)
-            )
-            if c.relu:
-                h = torch.relu_(h)
-        return x + h.float().contiguous()
-
-    return run
-
-
-# --- the other routes ------------------------------------------------------------------------
+# --- routes that are not sruc's ------------------------------------------------------------
 
 
 def openvino_bf16(data: bytes, threads: int) -> Route:
@@ -175,18 +109,20 @@ def routes(threads: int, cache: str) -> tuple[dict[str, Route], list[str]]:
     cpu = torch.device("cpu")
     out: dict[str, Route] = {"naive fp32 (nn.Module, NCHW)": module}
     notes: list[str] = []
-    direct = ConvChain.of(module, torch.float32, cpu, winograd=False)
+    direct = ConvChain.of(module, torch.float32, cpu)
     out["sruc torch fp32 direct (oneDNN, the default)"] = direct
-    wino = ConvChain.of(module, torch.float32, cpu, winograd=True)
-    if any(c.winograd for c in wino.convs):
-        out["sruc torch fp32 (--engine nnpack)"] = wino
+    out["sruc --engine winograd (F(4x4,3x3))"] = ConvChain.of(
+        module, torch.float32, cpu, conv3x3="winograd"
+    )
+    nnpack = ConvChain.of(module, torch.float32, cpu, conv3x3="nnpack")
+    if any(c.nnpack for c in nnpack.convs):
+        out["sruc --engine nnpack"] = nnpack
     else:
-        notes.append("NNPACK does not initialise here: no sruc Winograd route")
+        notes.append("NNPACK does not initialise here: no --engine nnpack route")
     if cpu_can_run_bf16():
         out["sruc torch bf16"] = ConvChain.of(module, torch.bfloat16, cpu)
     else:
         notes.append("bf16: not runnable under these caps (sruc refuses it)")
-    out["torch Winograd F(4x4,3x3) (bmm)"] = winograd_chain(direct)
     for engine in ("onnxruntime", "openvino"):
         if runtimes.installed(engine):
             out[f"{engine} fp32"] = runtimes.engine_forward(lm, engine, cache)

@@ -114,9 +114,9 @@ def test_winograd_chain_is_exact_to_fp32_rounding() -> None:
         pytest.skip("NNPACK does not initialise on this CPU")
     model = _vdsr16()
     cpu = torch.device("cpu")
-    chain = fused.ConvChain.of(model, torch.float32, cpu, winograd=True)
+    chain = fused.ConvChain.of(model, torch.float32, cpu, conv3x3="nnpack")
     assert chain is not None
-    assert [c.winograd for c in chain.convs] == [False, True, True, True, False]
+    assert [c.nnpack for c in chain.convs] == [False, True, True, True, False]
     x = torch.rand(2, 1, 23, 31, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want = model.double()(x.double())
@@ -127,15 +127,15 @@ def test_winograd_chain_is_exact_to_fp32_rounding() -> None:
 
 def test_winograd_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
-    off = fused.ConvChain.of(_vdsr16(), torch.float32, cpu, winograd=False)
-    assert off is not None and not any(c.winograd for c in off.convs)
-    bf16 = fused.ConvChain.of(_vdsr16(), torch.bfloat16, cpu, winograd=True)
-    assert bf16 is not None and not any(c.winograd for c in bf16.convs)  # fp32 only
+    off = fused.ConvChain.of(_vdsr16(), torch.float32, cpu, conv3x3="direct")
+    assert off is not None and not any(c.nnpack for c in off.convs)
+    bf16 = fused.ConvChain.of(_vdsr16(), torch.bfloat16, cpu, conv3x3="nnpack")
+    assert bf16 is not None and not any(c.nnpack for c in bf16.convs)  # fp32 only
     default = fused.ConvChain.of(_vdsr16(), torch.float32, cpu)  # off unless asked for
-    assert default is not None and not any(c.winograd for c in default.convs)
+    assert default is not None and not any(c.nnpack for c in default.convs)
     monkeypatch.setattr(fused, "winograd_available", lambda: False)
-    plain = fused.ConvChain.of(_vdsr16(), torch.float32, cpu, winograd=True)
-    assert plain is not None and not any(c.winograd for c in plain.convs)
+    plain = fused.ConvChain.of(_vdsr16(), torch.float32, cpu, conv3x3="nnpack")
+    assert plain is not None and not any(c.nnpack for c in plain.convs)
 
 
 def test_default_fp32_tiles_equal_the_untiled_run_bit_for_bit() -> None:

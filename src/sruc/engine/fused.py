@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sruc import archs
+from sruc.engine.winograd import WinogradStack, eligible
 
 #: Fewest input channels oneDNN handles on its fast path: it runs a one-channel
 #: 3x3 convolution at 7 MP/s in bf16 on the 2-core AMX Xeon, against 94 MP/s
@@ -190,7 +191,8 @@ class _Conv:
     bias: torch.Tensor | None
     padding: int
     relu: bool
-    winograd: bool = False  # NNPACK's Winograd, NCHW, fp32 (the weight is then NCHW)
+    nnpack: bool = False  # NNPACK's Winograd, NCHW, fp32 (the weight is then NCHW)
+    winograd: bool = False  # sruc.engine.winograd, fp32 on the CPU
 
 
 class ConvChain:
@@ -203,10 +205,11 @@ class ConvChain:
     saves a pass over each 64-channel feature map, and the image gets zero
     channels up to :data:`CPU_MIN_IN_CHANNELS` (with zero weights: the sums
     are unchanged), which takes oneDNN off its slow one-channel path. In
-    float32 on CPUs, 3x3 layers of at least :data:`WINOGRAD_MIN_CHANNELS`
-    channels run NNPACK's Winograd convolution where it is available
-    (:func:`winograd_available`; faster than the direct one on VDSR). Input and
-    output are float32; VDSR adds its residual in float32.
+    float32 on CPUs, asked for, 3x3 layers of at least
+    :data:`WINOGRAD_MIN_CHANNELS` channels run Winograd F(4x4, 3x3)
+    (:mod:`sruc.engine.winograd`, ``--engine winograd``) or NNPACK's Winograd
+    where it is available (:func:`winograd_available`, ``--engine nnpack``).
+    Input and output are float32; VDSR adds its residual in float32.
     """
 
     def __init__(
@@ -218,6 +221,17 @@ class ConvChain:
         in_channels: int,
     ) -> None:
         self.convs = convs
+        # Runs of Winograd layers, by the index of their first convolution.
+        self.stacks: dict[int, tuple[int, WinogradStack]] = {}
+        i = 0
+        while i < len(convs):
+            j = i
+            while j < len(convs) and convs[j].winograd:
+                j += 1
+            if j > i:
+                layers = [(c.weight, c.bias, c.relu) for c in convs[i:j]]
+                self.stacks[i] = (j, WinogradStack(layers))
+            i = max(j, i + 1)
         self.residual = residual
         self.dtype = dtype
         self.fused = conv_relu_op() if device.type == "cpu" else None
@@ -230,41 +244,40 @@ class ConvChain:
         dtype: torch.dtype,
         device: torch.device,
         *,
-        winograd: bool | None = None,
+        conv3x3: str = "direct",
     ) -> ConvChain | None:
         """The chain of a module whose spec gives a convolution plan, else None.
 
-        ``winograd``: run eligible fp32 CPU layers through NNPACK's Winograd
-        convolution where :func:`winograd_available` (True: ``--engine nnpack``), or
-        never (None or False: oneDNN's direct path). Off by default: Winograd's
-        rounding depends on where a pixel falls in its 6x6 blocks, so a tiled run
-        would differ from an untiled one in the last bits (and, rarely, by one
-        8-bit level), and sruc's tiles are exact."""
+        ``conv3x3``: how eligible fp32 CPU 3x3 layers run: ``direct`` (oneDNN's
+        direct convolution, the default), ``winograd`` (F(4x4, 3x3),
+        :mod:`sruc.engine.winograd`) or ``nnpack`` (NNPACK's Winograd, where
+        :func:`winograd_available`). Winograd's rounding depends on where a pixel
+        falls in its blocks, so a tiled run differs from an untiled one in the last
+        bits (and, rarely, by one 8-bit level), where the direct path's tiles are
+        exact: that is why the Winograd routes are asked for, not the default."""
         spec = archs.conv_plan(module)
         if spec is None:
             return None
         layers, residual = spec
         fp32_cpu = device.type == "cpu" and dtype == torch.float32
         # winograd_available() also initialises NNPACK, which its op does not do itself.
-        winograd = winograd is True and fp32_cpu and winograd_available()
+        nnpack = conv3x3 == "nnpack" and fp32_cpu and winograd_available()
+        ours = conv3x3 == "winograd" and fp32_cpu
         convs = []
         for i, (conv, relu) in enumerate(layers):
             pad = plain_padding(conv)
             if pad is None:
                 return None
             w = conv.weight.detach()
-            wino = bool(
-                winograd
-                and fp32_cpu
-                and tuple(w.shape[2:]) == (3, 3)
-                and min(w.shape[0], w.shape[1]) >= WINOGRAD_MIN_CHANNELS
-            )
+            big3x3 = tuple(w.shape[2:]) == (3, 3) and min(w.shape[:2]) >= WINOGRAD_MIN_CHANNELS
+            on_nnpack = nnpack and big3x3
+            on_ours = ours and eligible(w, pad, WINOGRAD_MIN_CHANNELS)
             if i == 0 and device.type == "cpu" and w.shape[1] < CPU_MIN_IN_CHANNELS:
                 w = F.pad(w, (0, 0, 0, 0, 0, CPU_MIN_IN_CHANNELS - w.shape[1]))  # zero weights
-            layout = torch.contiguous_format if wino else torch.channels_last
+            layout = torch.contiguous_format if on_nnpack else torch.channels_last
             w = w.to(device, dtype).contiguous(memory_format=layout)
             b = conv.bias.detach().to(device, dtype) if conv.bias is not None else None
-            convs.append(_Conv(w, b, pad, relu, wino))
+            convs.append(_Conv(w, b, pad, relu, on_nnpack, on_ours))
         return cls(convs, residual, dtype, device, int(convs[0].weight.shape[1]))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -277,22 +290,31 @@ class ConvChain:
             h[:, :chans] = x
         else:
             h = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
-        for c in self.convs:
+        i = 0
+        while i < len(self.convs):
+            c = self.convs[i]
+            if i in self.stacks:
+                end, stack = self.stacks[i]
+                h = stack(h)  # a view of the stack's buffer, read by the next layer
+                i = end
+                continue
+            i += 1
             p = [c.padding, c.padding]
-            if c.winograd:
+            if c.nnpack:
                 # NNPACK takes and gives NCHW; (N, C, H, W) contiguous
                 h = torch._nnpack_spatial_convolution(h.contiguous(), c.weight, c.bias, p, [1, 1])
                 if c.relu:
                     h = torch.relu_(h)
                 continue
-            h = h.contiguous(memory_format=torch.channels_last)  # no copy unless after NNPACK
+            # no copy unless after NNPACK or a Winograd stack
+            h = h.contiguous(memory_format=torch.channels_last)
             if c.relu and self.fused is not None:
                 h = self.fused(h, c.weight, c.bias, p, [1, 1], [1, 1], 1, "relu", [None], None)
             else:
                 h = F.conv2d(h, c.weight, c.bias, padding=c.padding)
                 if c.relu:
                     h = torch.relu_(h)
-        out = h.float().contiguous()  # (N, C, H, W) float32
+        out = h.float().contiguous()  # (N, C, H, W) float32 (a copy, never a buffer's view)
         return x + out if self.residual else out
 
 

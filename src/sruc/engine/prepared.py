@@ -70,7 +70,8 @@ class PreparedModel:
         requested: the precision asked for (``auto`` or one of the above).
         forward: the network as a float32-in, float32-out callable.
         forward_fp32: the same in float32 (16-bit images under ``auto`` use it).
-        engine: what runs it: ``torch``, ``onnxruntime`` or ``openvino``
+        engine: what runs it: ``torch``, ``winograd``, ``nnpack`` (PyTorch with
+            Winograd 3x3 layers), ``onnxruntime`` or ``openvino``
             (:mod:`sruc.engine.runtimes`).
     """
 
@@ -184,7 +185,8 @@ def prepare_model(
         precision: ``auto`` (bf16/fp16 where the device runs it natively and
             the weights pass the accuracy probe, else fp32), ``fp32``,
             ``bf16`` or ``fp16`` (GPUs only).
-        engine: ``auto``, ``torch``, ``onnxruntime`` or ``openvino`` (see
+        engine: ``auto``, ``torch``, ``winograd``, ``nnpack``, ``onnxruntime`` or
+            ``openvino`` (see
             :func:`sruc.engine.runtimes.choose_engine`; the engines run fp32 on CPUs,
             so a named one makes ``auto`` precision fp32).
         cache_dir: the weights cache, where an engine's exported graph is kept.
@@ -217,9 +219,10 @@ def prepare_model(
     # A hooked module runs as itself, so its hooks fire; the chain is measured
     # on CPUs and written for CUDA, other devices (MPS) run the module.
     chain_ok = not _has_hooks(module) and dev.type in ("cpu", "cuda")
-    wino = engine == "nnpack"  # fp32 3x3 layers through NNPACK's Winograd, asked for
+    # fp32 3x3 layers through Winograd (ours or NNPACK's), asked for; else direct
+    conv3x3 = engine if engine in ("winograd", "nnpack") else "direct"
     exact: TileModel | None = (
-        ConvChain.of(module, torch.float32, dev, winograd=wino) if chain_ok else None
+        ConvChain.of(module, torch.float32, dev, conv3x3=conv3x3) if chain_ok else None
     )
     if exact is None:
         # Unknown modules (or hooked ones) run as they are; auto keeps them in
@@ -253,7 +256,9 @@ def _fp32(
     an error when named, a warning and PyTorch under ``auto``.
     """
     chosen = choose_engine(engine, dev, "fp32")
-    if chosen in ("torch", "nnpack") or (engine == "auto" and not known):
+    if chosen in ("winograd", "nnpack") and known:
+        return PreparedModel(lm, dev, "fp32", requested, exact, exact, chosen)
+    if chosen in ("torch", "winograd", "nnpack") or (engine == "auto" and not known):
         return PreparedModel(lm, dev, "fp32", requested, exact, exact)
     try:
         run = engine_forward(lm, chosen, cache_dir)

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from sruc.zoo.registry import LoadedModel
 
 #: The values ``engine`` takes, as the CLI lists them.
-ENGINES: tuple[str, ...] = ("auto", "torch", "nnpack", "onnxruntime", "openvino")
+ENGINES: tuple[str, ...] = ("auto", "torch", "winograd", "nnpack", "onnxruntime", "openvino")
 #: What to install for the engines.
 FAST_EXTRA = "pip install 'sruc[fast]'"
 #: Python modules each engine needs (the exporter's, then the runtime's).
@@ -70,7 +70,7 @@ class EngineError(DeviceError):
 
 def installed(engine: str) -> bool:
     """Whether the modules ``engine`` needs can be imported (nothing is imported)."""
-    if engine == "torch":
+    if engine in ("torch", "winograd"):
         return True
     if engine == "nnpack":
         from sruc.engine.fused import winograd_available
@@ -94,12 +94,13 @@ def choose_engine(engine: str, device: torch.device, precision: str) -> str:
     """The one engine policy: what ``engine`` means on ``device`` at a resolved ``precision``.
 
     Args:
-        engine: ``auto``, ``torch``, ``nnpack``, ``onnxruntime`` or ``openvino``.
+        engine: ``auto``, ``torch``, ``winograd``, ``nnpack``, ``onnxruntime`` or
+            ``openvino``.
         device: where the model runs.
         precision: the resolved precision (``fp32``, ``bf16``, ``fp16``).
 
     Returns:
-        ``torch``, ``nnpack``, ``onnxruntime`` or ``openvino``.
+        ``torch``, ``winograd``, ``nnpack``, ``onnxruntime`` or ``openvino``.
 
     Raises:
         UsageError: an unknown engine.

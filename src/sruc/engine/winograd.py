@@ -1,0 +1,207 @@
+"""Winograd F(4x4, 3x3) convolution in PyTorch, for fp32 3x3 layers on CPUs.
+
+``--engine winograd`` runs VDSR's eighteen 64 -> 64 middle layers through this
+module; the first and last layers (1 -> 64, 64 -> 1) stay on oneDNN's direct
+convolution. Winograd's minimal filtering algorithm (Lavin & Gray, "Fast
+Algorithms for Convolutional Neural Networks", CVPR 2016) computes a 4x4 block
+of a 3x3 convolution from the 6x6 input window around it with 36 multiplies per
+channel pair instead of 144:
+
+    Y = A^T [ (G g G^T) * (B^T d B) ] A
+
+where ``g`` is a 3x3 kernel, ``d`` a 6x6 input window, ``*`` the element-wise
+product summed over input channels. Summed over channels, the 36 element-wise
+products are 36 independent matrix products ``(T x C) @ (C x K)`` over the T
+blocks of the image: one batched GEMM, 4x fewer multiplies than the direct
+convolution. The input and output transforms (``B^T d B``, ``A^T m A``) have
+small integer coefficients and are written as a handful of whole-tensor
+additions, each over a strip of blocks small enough to stay in the CPU's cache.
+
+What this gives (``benchmarks/engines.py``): about 3x a naive fp32 forward per
+layer on one core of an AMD EPYC (Zen 4), with and without the AVX2 cap, where
+oneDNN's direct convolution gives 1.5x. The result equals the direct
+convolution to fp32 rounding (relative error ~1e-6: the transforms multiply by
+up to 8 and divide by 24), not to the bit, so a tiled run differs from an
+untiled one in the last bits; that is why this is asked for (``--engine
+winograd``) rather than the default.
+
+Layout: activations live in two zero-padded NHWC buffers (``N, 4*th+2,
+4*tw+2, C`` for ``th x tw`` blocks), one read and one written per layer, so no
+layer pads or copies its input. Every view the transforms use is made once per
+geometry (:class:`Plan`), and a :class:`WinogradStack` keeps the last plan.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: The 6x3 kernel transform of F(4x4, 3x3) with the points 0, +-1, +-2 (Lavin & Gray);
+#: B^T and A^T are written out as additions in :func:`_input_rows` and :func:`_output_rows`.
+_G = torch.tensor(
+    [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+     [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]],
+    dtype=torch.float64,
+)  # fmt: skip
+#: The element of the 6x6 product whose output transform is 1 at all 16 positions
+#: (column 1 of A^T is all ones): a bias added there is added to every output.
+_BIAS_AT = 1 * 6 + 1
+#: Blocks per strip, times the block rows, aimed at: about 300 blocks keep one
+#: strip's transforms (36 x T x C floats in and out) in a CPU's last-level cache.
+_STRIP_BLOCKS = 288
+
+
+def transform_weights(weight: torch.Tensor) -> torch.Tensor:
+    """``(K, C, 3, 3)`` kernels -> ``G g G^T`` for each, as ``(36, C, K)`` float32,
+    computed in float64."""
+    u = torch.einsum("ij,kcjl,ml->imck", _G, weight.detach().double().cpu(), _G)
+    return u.reshape(36, weight.shape[1], weight.shape[0]).float().contiguous()
+
+
+def _input_rows(d: list[torch.Tensor], o: list[torch.Tensor]) -> None:
+    """``o = B^T d`` along a list of six equally shaped tensors (rows of the window)."""
+    d0, d1, d2, d3, d4, d5 = d
+    o0, o1, o2, o3, o4, o5 = o
+    torch.add(d4, d0, alpha=4, out=o0).add_(d2, alpha=-5)  # 4 d0 - 5 d2 + d4
+    torch.add(d3, d4, out=o1).add_(d1, alpha=-4).add_(d2, alpha=-4)  # -4 d1 - 4 d2 + d3 + d4
+    torch.sub(d4, d3, out=o2).add_(d1, alpha=4).add_(d2, alpha=-4)  # 4 d1 - 4 d2 - d3 + d4
+    torch.sub(d4, d2, out=o3)
+    o4.copy_(o3)
+    o3.add_(d3, alpha=2).add_(d1, alpha=-2)  # -2 d1 - d2 + 2 d3 + d4
+    o4.add_(d1, alpha=2).add_(d3, alpha=-2)  # 2 d1 - d2 - 2 d3 + d4
+    torch.add(d5, d1, alpha=4, out=o5).add_(d3, alpha=-5)  # 4 d1 - 5 d3 + d5
+
+
+def _output_rows(m: list[torch.Tensor], y: list[torch.Tensor], t: list[torch.Tensor]) -> None:
+    """``y = A^T m`` along a list of six equally shaped tensors; ``t``: four scratch ones."""
+    m0, m1, m2, m3, m4, m5 = m
+    y0, y1, y2, y3 = y
+    s12, d12, s34, d34 = t
+    torch.add(m1, m2, out=s12)
+    torch.sub(m1, m2, out=d12)
+    torch.add(m3, m4, out=s34)
+    torch.sub(m3, m4, out=d34)
+    torch.add(s12, s34, out=y0).add_(m0)  # m0 + m1 + m2 + m3 + m4
+    torch.add(d12, d34, alpha=2, out=y1)  # m1 - m2 + 2 (m3 - m4)
+    torch.add(s12, s34, alpha=4, out=y2)  # m1 + m2 + 4 (m3 + m4)
+    torch.add(d12, d34, alpha=8, out=y3).add_(m5)  # m1 - m2 + 8 (m3 - m4) + m5
+
+
+class Plan:
+    """Buffers and views for one geometry: ``n`` images of ``height x width`` with
+    ``channels`` channels in and out of every layer."""
+
+    def __init__(self, n: int, height: int, width: int, channels: int) -> None:
+        self.shape = (n, height, width, channels)
+        th, tw = -(-height // 4), -(-width // 4)
+        hp, wp, c = 4 * th + 2, 4 * tw + 2, channels
+        self.bufs = [torch.zeros(n, hp, wp, c), torch.zeros(n, hp, wp, c)]
+        rows = max(1, min(th, _STRIP_BLOCKS // max(1, n * tw)))  # block rows per strip
+        t_max = n * rows * tw
+        r = torch.empty(6, n, rows, wp, c)
+        v = torch.empty(36, t_max, c)
+        m = torch.empty(36, t_max, c)
+        q = torch.empty(4, 6, t_max, c)
+        tq = torch.empty(4, 6, t_max, c)
+        to = torch.empty(4, 4, t_max, c)
+        self.strips: list[list[tuple]] = []
+        for src, dst in ((self.bufs[0], self.bufs[1]), (self.bufs[1], self.bufs[0])):
+            steps = []
+            for a0 in range(0, th, rows):
+                na = min(rows, th - a0)
+                t = n * na * tw
+                x = src[:, 4 * a0 : 4 * (a0 + na) + 2]
+                rn = r[:, :, :na]
+                vt, mt = v[:, :t], m[:, :t]
+                vv, mv = vt.view(6, 6, n, na, tw, c), mt.view(6, 6, t, c)
+                out = dst[:, 1 + 4 * a0 : 1 + 4 * (a0 + na), 1 : 1 + 4 * tw]
+                # (4 rows p, 4 columns q, n, na, tw, c): output pixel (4a + p, 4b + q)
+                o6 = out.unflatten(1, (na, 4)).unflatten(3, (tw, 4)).permute(2, 4, 0, 1, 3, 5)
+                steps.append(
+                    (
+                        [x[:, i::4][:, :na] for i in range(6)],  # window rows, all columns
+                        list(rn),
+                        [rn[:, :, :, j::4][:, :, :, :tw] for j in range(6)],  # window columns
+                        [vv[:, j] for j in range(6)],
+                        vt,
+                        mt,
+                        [mv[i] for i in range(6)],
+                        [q[p, :, :t] for p in range(4)],
+                        [tq[p, :, :t] for p in range(4)],
+                        [q[:, j, :t].view(4, n, na, tw, c) for j in range(6)],
+                        [o6[:, k] for k in range(4)],
+                        [to[k, :, :t].view(4, n, na, tw, c) for k in range(4)],
+                        out,
+                        mv[1, 1],
+                    )
+                )
+            self.strips.append(steps)
+        self.current = 0
+
+    def load(self, x: torch.Tensor) -> None:
+        """Put ``x`` (N, C, H, W; any memory layout) in the first buffer."""
+        _, h, w, _ = self.shape
+        buf = self.bufs[0]
+        buf[:, 1 : 1 + h, 1 : 1 + w] = x.permute(0, 2, 3, 1)
+        buf[:, 1 + h :].zero_()
+        buf[:, :, 1 + w :].zero_()
+        self.current = 0
+
+    def conv(self, u: torch.Tensor, bias: torch.Tensor | None, relu: bool) -> None:
+        """One 3x3 convolution (padding 1) of the current buffer into the other."""
+        for d, rows, dc, vo, vt, mt, mi, qo, tq, qj, oo, to, out, m11 in self.strips[self.current]:
+            _input_rows(d, rows)  # B^T d along the window's rows ...
+            _input_rows(dc, vo)  # ... and along its columns: (36, T, C)
+            torch.bmm(vt, u, out=mt)  # (36, T, C) @ (36, C, K)
+            if bias is not None:
+                m11.add_(bias)
+            _output_rows(mi, qo, tq)  # A^T m along one axis ...
+            _output_rows(qj, oo, to)  # ... and the other, into the output's pixels
+            if relu:
+                out.relu_()
+        self.current = 1 - self.current
+        _, h, w, _ = self.shape
+        dst = self.bufs[self.current]
+        dst[:, 1 + h :].zero_()  # the blocks' overhang past the image is padding again
+        dst[:, :, 1 + w :].zero_()
+
+    def result(self) -> torch.Tensor:
+        """The current buffer's image as an (N, C, H, W) view of NHWC memory."""
+        _, h, w, _ = self.shape
+        return self.bufs[self.current][:, 1 : 1 + h, 1 : 1 + w].permute(0, 3, 1, 2)
+
+
+class WinogradStack:
+    """Consecutive 3x3, padding-1 convolutions of ``C -> C`` channels, each optionally
+    followed by a ReLU, through F(4x4, 3x3) in float32 on the CPU."""
+
+    def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor | None, bool]]) -> None:
+        self.layers = [
+            (transform_weights(w), None if b is None else b.detach().float().cpu(), relu)
+            for w, b, relu in layers
+        ]
+        self.channels = int(layers[0][0].shape[0])
+        self._plan: Plan | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: (N, C, H, W) float32 on the CPU. Returns a view of the stack's buffer,
+        valid until the next call."""
+        n, c, h, w = x.shape
+        key = (n, h, w, c)
+        if self._plan is None or self._plan.shape != key:
+            self._plan = None  # free the old buffers before making the new ones
+            self._plan = Plan(n, h, w, c)
+        plan = self._plan
+        plan.load(x)
+        for u, b, relu in self.layers:
+            plan.conv(u, b, relu)
+        return plan.result()
+
+
+def eligible(weight: torch.Tensor, padding: int, min_channels: int) -> bool:
+    """Whether a convolution can run in a :class:`WinogradStack`: 3x3, padding 1,
+    as many outputs as inputs, at least ``min_channels`` of them."""
+    k, c, kh, kw = weight.shape
+    return (kh, kw) == (3, 3) and padding == 1 and k == c and c >= min_channels
+
+
+__all__ = ["Plan", "WinogradStack", "eligible", "transform_weights"]

@@ -1,0 +1,179 @@
+"""Winograd F(4x4, 3x3) (``--engine winograd``): exact to fp32 rounding, every geometry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from sruc.engine import fused, winograd
+from sruc.engine.runtimes import EngineError, choose_engine
+from sruc.engine.winograd import WinogradStack, transform_weights
+
+CPU = torch.device("cpu")
+
+
+def _layers(count: int, channels: int, seed: int, bias: float = 0.1):
+    g = torch.Generator().manual_seed(seed)
+    std = (2 / (9 * channels)) ** 0.5
+    return [
+        (
+            torch.randn(channels, channels, 3, 3, generator=g) * std,
+            None if bias == 0 else torch.randn(channels, generator=g) * bias + bias,
+            i < count - 1,
+        )
+        for i in range(count)
+    ]
+
+
+def _reference(x: torch.Tensor, layers) -> torch.Tensor:
+    h = x.double()
+    for w, b, relu in layers:
+        h = F.conv2d(h, w.double(), None if b is None else b.double(), padding=1)
+        if relu:
+            h = torch.relu(h)
+    return h
+
+
+def _close(got: torch.Tensor, want: torch.Tensor) -> None:
+    # F(4x4, 3x3)'s rounding: its transforms scale by up to 8 and 1/24.
+    err = (got.double() - want).abs().max().item()
+    assert err <= 1e-5 * max(1.0, want.abs().max().item()), err
+
+
+@pytest.mark.parametrize(
+    ("n", "h", "w"), [(1, 1, 1), (1, 3, 5), (1, 4, 4), (2, 23, 31), (1, 40, 9), (3, 17, 16)]
+)
+def test_layers_equal_the_convolution_for_any_size(n: int, h: int, w: int) -> None:
+    layers = _layers(3, 16, seed=h * 100 + w)
+    x = torch.rand(n, 16, h, w, generator=torch.Generator().manual_seed(1))
+    _close(WinogradStack(layers)(x), _reference(x, layers))
+
+
+def test_many_strips_and_a_short_last_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A strip of blocks at a time: several strips, the last one shorter, give the
+    same as one strip (and as the convolution)."""
+    layers = _layers(2, 16, seed=3)
+    x = torch.rand(2, 16, 37, 21, generator=torch.Generator().manual_seed(2))
+    whole = WinogradStack(layers)(x).clone()
+    monkeypatch.setattr(winograd, "_STRIP_BLOCKS", 12)  # 6 blocks a row x 2 images: 1 row
+    plan = winograd.Plan(2, 37, 21, 16)
+    assert len(plan.strips[0]) == 10  # ceil(37 / 4) block rows
+    strips = WinogradStack(layers)(x)
+    _close(strips, _reference(x, layers))
+    assert torch.equal(strips, whole)
+
+
+def test_padding_past_the_image_is_zero_again_between_layers() -> None:
+    """The 4x4 blocks overhang an image whose size is not a multiple of 4; with a large
+    positive bias the overhang would hold non-zero values that the next layer must not
+    see as image."""
+    layers = _layers(4, 16, seed=5, bias=2.0)
+    x = torch.rand(1, 16, 10, 7, generator=torch.Generator().manual_seed(3))
+    _close(WinogradStack(layers)(x), _reference(x, layers))
+
+
+def test_no_bias_and_no_relu() -> None:
+    layers = [(w, None, False) for w, _, _ in _layers(2, 16, seed=7)]
+    x = torch.randn(1, 16, 12, 13, generator=torch.Generator().manual_seed(4))
+    _close(WinogradStack(layers)(x), _reference(x, layers))
+
+
+def test_a_stack_serves_one_geometry_after_another() -> None:
+    layers = _layers(2, 16, seed=8)
+    stack = WinogradStack(layers)
+    g = torch.Generator().manual_seed(5)
+    for shape in [(1, 16, 20, 20), (1, 16, 9, 30), (1, 16, 20, 20), (2, 16, 20, 20)]:
+        x = torch.rand(*shape, generator=g)
+        _close(stack(x), _reference(x, layers))
+
+
+def test_weights_transform_in_float64() -> None:
+    w = torch.randn(8, 16, 3, 3, generator=torch.Generator().manual_seed(6))
+    u = transform_weights(w)
+    assert u.shape == (36, 16, 8) and u.dtype == torch.float32
+    # G g G^T of a kernel that is one at the centre: the middle column of G, squared.
+    one = torch.zeros(1, 1, 3, 3)
+    one[0, 0, 1, 1] = 1
+    g_mid = torch.tensor([0, -1 / 6, 1 / 6, 1 / 12, -1 / 12, 0], dtype=torch.float64)
+    want = torch.outer(g_mid, g_mid).reshape(36).float()
+    assert torch.equal(transform_weights(one)[:, 0, 0], want)
+
+
+def _vdsr16() -> nn.Module:
+    from sruc.archs.vdsr import VDSR
+
+    torch.manual_seed(4)
+    return VDSR(depth=6, width=16).eval()
+
+
+def test_chain_runs_the_middle_layers_through_winograd() -> None:
+    model = _vdsr16()
+    chain = fused.ConvChain.of(model, torch.float32, CPU, conv3x3="winograd")
+    assert chain is not None
+    assert [c.winograd for c in chain.convs] == [False, True, True, True, True, False]
+    assert list(chain.stacks) == [1] and chain.stacks[1][0] == 5
+    x = torch.rand(2, 1, 29, 35, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = model.double()(x.double())
+        got = chain(x)
+        again = chain(x)
+    _close(got, want)
+    assert torch.equal(got, again)  # the output is the chain's own, not a buffer's view
+    for dtype in (torch.bfloat16,):  # fp32 only
+        other = fused.ConvChain.of(model.float(), dtype, CPU, conv3x3="winograd")
+        assert other is not None and not other.stacks
+
+
+def test_srcnn_has_no_eligible_layer() -> None:
+    from sruc.archs.srcnn import SRCNN
+
+    chain = fused.ConvChain.of(SRCNN().eval(), torch.float32, CPU, conv3x3="winograd")
+    assert chain is not None and not chain.stacks
+
+
+def test_engine_policy() -> None:
+    assert choose_engine("winograd", CPU, "fp32") == "winograd"
+    assert choose_engine("auto", CPU, "fp32") == "torch"  # exact tiles stay the default
+    with pytest.raises(EngineError, match="runs fp32"):
+        choose_engine("winograd", CPU, "bf16")
+    with pytest.raises(EngineError, match="runs on the CPU"):
+        choose_engine("winograd", torch.device("cuda"), "fp32")
+
+
+def test_upscaler_with_winograd_is_within_rounding_of_torch() -> None:
+    from sruc import Upscaler
+
+    rgb = np.random.default_rng(0).integers(0, 256, (37, 45, 3), dtype=np.uint8)
+    img = Image.fromarray(rgb)
+    exact = Upscaler("vdsr", device="cpu", precision="fp32", tile=0).upscale(img, 3)
+    fast = Upscaler("vdsr", device="cpu", precision="fp32", engine="winograd", tile=0)
+    assert fast.prepared(3).engine == "winograd"
+    diff = np.abs(np.asarray(fast.upscale(img, 3), np.int16) - np.asarray(exact, np.int16))
+    assert diff.max() <= 1
+
+
+def test_cli_up_with_engine_winograd(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sruc.cli import main
+
+    src = tmp_path / "a.png"
+    rgb = np.random.default_rng(1).integers(0, 256, (30, 26, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(src)
+    outs = {}
+    for engine in ("torch", "winograd"):
+        out = tmp_path / f"{engine}.png"
+        args = ["up", str(src), "-s", "2", "--precision", "fp32", "--engine", engine]
+        assert main([*args, "-o", str(out), "-q"]) == 0
+        outs[engine] = np.asarray(Image.open(out), dtype=np.int16)
+    assert np.abs(outs["torch"] - outs["winograd"]).max() <= 1
+    capsys.readouterr()
+    bad = ["up", str(src), "-s", "2", "--precision", "bf16", "--engine", "winograd"]
+    assert main([*bad, "-o", str(tmp_path / "b.png"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("runs fp32" in err or "lacks" in err), err
+    assert not (tmp_path / "b.png").exists()
