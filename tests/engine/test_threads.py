@@ -79,7 +79,7 @@ def test_cgroup_v1_quota_caps_the_affinity(
 def test_affinity_alone_without_cgroups(tmp_path: Path, cpus: list[int]) -> None:
     cpus[0] = 3  # e.g. taskset -c 0-2
     assert threads.available_cpus(tmp_path / "none", tmp_path / "none") == 3
-    assert threads.default_threads({}, tmp_path / "none", tmp_path / "none") == 3
+    assert threads.default_threads({}, tmp_path / "none", tmp_path / "none", idle=None) == 3
 
 
 @pytest.mark.parametrize(
@@ -104,7 +104,35 @@ def test_default_threads(
     tmp_path: Path, cpus: list[int], env: dict[str, str], expected: int
 ) -> None:
     root, proc = cgroup_v2(tmp_path, {"": "200000 100000"})
-    assert threads.default_threads(env, root, proc) == expected
+    assert threads.default_threads(env, root, proc, idle=None) == expected
+
+
+@pytest.mark.parametrize(
+    ("machine", "load", "idle"),
+    [(2, 0.05, 2), (2, 1.0, 1), (2, 1.4, 1), (2, 0.6, 1), (2, 0.4, 2), (2, 7.0, 1),
+     (64, 50.0, 14), (8, 0.0, 8)],
+)  # fmt: skip
+def test_idle_cpus_are_the_machine_less_its_load(machine: int, load: float, idle: int) -> None:
+    assert threads.idle_cpus(machine, load) == idle
+
+
+def test_the_default_leaves_the_cores_other_jobs_keep_busy(
+    tmp_path: Path, cpus: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 2-CPU process on a machine where another job keeps a core busy runs one thread;
+    a busy big host does not lower a small quota it can still meet; the user's word wins."""
+    root, proc = cgroup_v2(tmp_path, {"": "200000 100000"})  # 2 CPUs
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(threads, "_load_average", lambda: 1.05)
+    assert threads.default_threads({}, root, proc) == 1
+    assert threads.default_threads({"OMP_NUM_THREADS": "2"}, root, proc) == 2
+    monkeypatch.setattr(threads, "_load_average", lambda: 0.1)
+    assert threads.default_threads({}, root, proc) == 2
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(threads, "_load_average", lambda: 40.0)
+    assert threads.default_threads({}, root, proc) == 2
+    monkeypatch.setattr(threads, "_load_average", lambda: None)  # no load average (Windows)
+    assert threads.default_threads({}, root, proc) == 2
 
 
 @pytest.mark.parametrize("value", [0, -1, 2.5, "x", "", True, None, "1e3"])

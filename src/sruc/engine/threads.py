@@ -12,11 +12,17 @@ busy). The default here is what the process may really use:
    word; ``torchrun`` sets it to 1 for several processes per machine);
 2. else the CPUs this process may run on (:func:`available_cpus`: its
    affinity mask, capped by the cgroup CPU quota), shared out between the
-   processes ``torchrun`` started on this machine (``LOCAL_WORLD_SIZE``).
+   processes ``torchrun`` started on this machine (``LOCAL_WORLD_SIZE``),
+   and no more than the machine's CPUs that other jobs leave idle
+   (:func:`idle_cpus`: the CPU count less the one-minute load average, as
+   the process starts). A team of threads that waits on a core another job
+   keeps busy runs slower than one thread: on a 2-core AMD EPYC with one core
+   busy, two threads were 2.6x slower than one for ``sruc up`` and 2.1x for
+   training (benchmarks/README.md, "Threads on a busy machine").
 
-It cannot see other processes' load: on a machine where another job keeps a
-core busy, ``--threads 1`` (or ``OMP_NUM_THREADS=1``) is what to use
-(benchmarks/README.md, "Threads on a busy machine", has the figures).
+The load average looks back a minute: a job started seconds ago is not seen
+yet, one that just ended still is. ``--threads N`` (or ``OMP_NUM_THREADS``)
+always wins.
 
 No torch import at module level: the CLI validates ``--threads`` with it.
 """
@@ -150,19 +156,45 @@ def _env_threads(env: Mapping[str, str]) -> int | None:
     return n if n >= 1 else None
 
 
+def _load_average() -> float | None:
+    """The machine's one-minute load average (None where the OS has none: Windows)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def idle_cpus(machine_cpus: int | None = None, load: float | None = None) -> int | None:
+    """CPUs of the whole machine that other jobs leave idle: its CPU count less the
+    one-minute load average, rounded to the nearest whole CPU, at least 1; None where
+    the load cannot be read. (Runnable and waiting jobs both count in the load.)"""
+    machine = (os.cpu_count() or 1) if machine_cpus is None else machine_cpus
+    load = _load_average() if load is None else load
+    if load is None:
+        return None
+    return max(1, math.floor(machine - load + 0.5))
+
+
 def default_threads(
     env: Mapping[str, str] | None = None,
     root: Path = CGROUP_ROOT,
     proc_cgroup: Path = PROC_CGROUP,
+    idle: int | None = -1,
 ) -> int:
-    """The thread count sruc uses when none is given (see the module's docstring)."""
+    """The thread count sruc uses when none is given (see the module's docstring).
+
+    ``idle``: CPUs left idle by other jobs (-1: measure, :func:`idle_cpus`; None:
+    do not look at the load)."""
     env = os.environ if env is None else env
     given = _env_threads(env)
     if given is not None:
         return given
     cpus = available_cpus(root, proc_cgroup)
     launch = torchrun(env)
-    return max(1, cpus // launch.local_world) if launch is not None else cpus
+    if launch is not None:
+        cpus = max(1, cpus // launch.local_world)
+    free = idle_cpus() if idle == -1 else idle
+    return cpus if free is None else max(1, min(cpus, free))
 
 
 def check_threads(value: object) -> int:
@@ -236,5 +268,6 @@ __all__ = [
     "cgroup_cpus",
     "check_threads",
     "default_threads",
+    "idle_cpus",
     "use_threads",
 ]
