@@ -33,6 +33,8 @@ geometry (:class:`Plan`), and a :class:`WinogradStack` keeps the last plan.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 #: The 6x3 kernel transform of F(4x4, 3x3) with the points 0, +-1, +-2 (Lavin & Gray);
@@ -57,17 +59,21 @@ def transform_weights(weight: torch.Tensor) -> torch.Tensor:
     return u.reshape(36, weight.shape[1], weight.shape[0]).float().contiguous()
 
 
-def _input_rows(d: list[torch.Tensor], o: list[torch.Tensor]) -> None:
-    """``o = B^T d`` along a list of six equally shaped tensors (rows of the window)."""
+def _input_rows(d: list[torch.Tensor], o: list[torch.Tensor], t: list[torch.Tensor]) -> None:
+    """``o = B^T d`` along a list of six equally shaped tensors (rows of the window), in
+    12 passes with the shared terms once; ``t``: two scratch tensors of the same shape."""
     d0, d1, d2, d3, d4, d5 = d
     o0, o1, o2, o3, o4, o5 = o
+    a, b = t
+    torch.add(d4, d2, alpha=-4, out=a)
+    torch.add(d3, d1, alpha=-4, out=b)
+    torch.add(a, b, out=o1)  # -4 d1 - 4 d2 + d3 + d4
+    torch.sub(a, b, out=o2)  # 4 d1 - 4 d2 - d3 + d4
+    torch.sub(d4, d2, out=a)
+    torch.sub(d3, d1, out=b)
+    torch.add(a, b, alpha=2, out=o3)  # -2 d1 - d2 + 2 d3 + d4
+    torch.add(a, b, alpha=-2, out=o4)  # 2 d1 - d2 - 2 d3 + d4
     torch.add(d4, d0, alpha=4, out=o0).add_(d2, alpha=-5)  # 4 d0 - 5 d2 + d4
-    torch.add(d3, d4, out=o1).add_(d1, alpha=-4).add_(d2, alpha=-4)  # -4 d1 - 4 d2 + d3 + d4
-    torch.sub(d4, d3, out=o2).add_(d1, alpha=4).add_(d2, alpha=-4)  # 4 d1 - 4 d2 - d3 + d4
-    torch.sub(d4, d2, out=o3)
-    o4.copy_(o3)
-    o3.add_(d3, alpha=2).add_(d1, alpha=-2)  # -2 d1 - d2 + 2 d3 + d4
-    o4.add_(d1, alpha=2).add_(d3, alpha=-2)  # 2 d1 - d2 - 2 d3 + d4
     torch.add(d5, d1, alpha=4, out=o5).add_(d3, alpha=-5)  # 4 d1 - 5 d3 + d5
 
 
@@ -86,6 +92,27 @@ def _output_rows(m: list[torch.Tensor], y: list[torch.Tensor], t: list[torch.Ten
     torch.add(d12, d34, alpha=8, out=y3).add_(m5)  # m1 - m2 + 8 (m3 - m4) + m5
 
 
+class _Strip(NamedTuple):
+    """The views one strip of block rows works on (made once, by :class:`Plan`)."""
+
+    rows_in: list[torch.Tensor]  # the six window rows of every block: (N, na, Wp, C)
+    rows_out: list[torch.Tensor]
+    rows_tmp: list[torch.Tensor]
+    cols_in: list[torch.Tensor]  # their six window columns: (6, N, na, tw, C)
+    cols_out: list[torch.Tensor]  # into v
+    cols_tmp: list[torch.Tensor]
+    v: torch.Tensor  # (36, T, C), T = N * na * tw blocks
+    m: torch.Tensor  # (36, T, K)
+    m_rows: list[torch.Tensor]
+    q: list[torch.Tensor]
+    q_tmp: list[torch.Tensor]
+    q_cols: list[torch.Tensor]
+    pixels: list[torch.Tensor]  # the output pixels (4p + i, 4q + j) for one j each
+    pixels_tmp: list[torch.Tensor]
+    out: torch.Tensor  # the strip's output rows, for the ReLU
+    bias_at: torch.Tensor  # m's element whose output transform is all ones
+
+
 class Plan:
     """Buffers and views for one geometry: ``n`` images of ``height x width`` with
     ``channels`` channels in and out of every layer."""
@@ -98,12 +125,14 @@ class Plan:
         rows = max(1, min(th, _STRIP_BLOCKS // max(1, n * tw)))  # block rows per strip
         t_max = n * rows * tw
         r = torch.empty(6, n, rows, wp, c)
+        tr = torch.empty(2, n, rows, wp, c)  # scratch of the row transform
+        tc = torch.empty(2, 6, n, rows, tw, c)  # and of the column transform
         v = torch.empty(36, t_max, c)
         m = torch.empty(36, t_max, c)
         q = torch.empty(4, 6, t_max, c)
         tq = torch.empty(4, 6, t_max, c)
         to = torch.empty(4, 4, t_max, c)
-        self.strips: list[list[tuple]] = []
+        self.strips: list[list[_Strip]] = []
         for src, dst in ((self.bufs[0], self.bufs[1]), (self.bufs[1], self.bufs[0])):
             steps = []
             for a0 in range(0, th, rows):
@@ -117,21 +146,23 @@ class Plan:
                 # (4 rows p, 4 columns q, n, na, tw, c): output pixel (4a + p, 4b + q)
                 o6 = out.unflatten(1, (na, 4)).unflatten(3, (tw, 4)).permute(2, 4, 0, 1, 3, 5)
                 steps.append(
-                    (
-                        [x[:, i::4][:, :na] for i in range(6)],  # window rows, all columns
-                        list(rn),
-                        [rn[:, :, :, j::4][:, :, :, :tw] for j in range(6)],  # window columns
-                        [vv[:, j] for j in range(6)],
-                        vt,
-                        mt,
-                        [mv[i] for i in range(6)],
-                        [q[p, :, :t] for p in range(4)],
-                        [tq[p, :, :t] for p in range(4)],
-                        [q[:, j, :t].view(4, n, na, tw, c) for j in range(6)],
-                        [o6[:, k] for k in range(4)],
-                        [to[k, :, :t].view(4, n, na, tw, c) for k in range(4)],
-                        out,
-                        mv[1, 1],
+                    _Strip(
+                        rows_in=[x[:, i::4][:, :na] for i in range(6)],  # window rows
+                        rows_out=list(rn),
+                        rows_tmp=list(tr[:, :, :na]),
+                        cols_in=[rn[:, :, :, j::4][:, :, :, :tw] for j in range(6)],
+                        cols_out=[vv[:, j] for j in range(6)],
+                        cols_tmp=list(tc[:, :, :, :na]),
+                        v=vt,
+                        m=mt,
+                        m_rows=[mv[i] for i in range(6)],
+                        q=[q[p, :, :t] for p in range(4)],
+                        q_tmp=[tq[p, :, :t] for p in range(4)],
+                        q_cols=[q[:, j, :t].view(4, n, na, tw, c) for j in range(6)],
+                        pixels=[o6[:, k] for k in range(4)],
+                        pixels_tmp=[to[k, :, :t].view(4, n, na, tw, c) for k in range(4)],
+                        out=out,
+                        bias_at=mv[1, 1],
                     )
                 )
             self.strips.append(steps)
@@ -148,16 +179,16 @@ class Plan:
 
     def conv(self, u: torch.Tensor, bias: torch.Tensor | None, relu: bool) -> None:
         """One 3x3 convolution (padding 1) of the current buffer into the other."""
-        for d, rows, dc, vo, vt, mt, mi, qo, tq, qj, oo, to, out, m11 in self.strips[self.current]:
-            _input_rows(d, rows)  # B^T d along the window's rows ...
-            _input_rows(dc, vo)  # ... and along its columns: (36, T, C)
-            torch.bmm(vt, u, out=mt)  # (36, T, C) @ (36, C, K)
+        for st in self.strips[self.current]:
+            _input_rows(st.rows_in, st.rows_out, st.rows_tmp)  # B^T d along the rows ...
+            _input_rows(st.cols_in, st.cols_out, st.cols_tmp)  # ... and the columns
+            torch.bmm(st.v, u, out=st.m)  # (36, T, C) @ (36, C, K)
             if bias is not None:
-                m11.add_(bias)
-            _output_rows(mi, qo, tq)  # A^T m along one axis ...
-            _output_rows(qj, oo, to)  # ... and the other, into the output's pixels
+                st.bias_at.add_(bias)
+            _output_rows(st.m_rows, st.q, st.q_tmp)  # A^T m along one axis ...
+            _output_rows(st.q_cols, st.pixels, st.pixels_tmp)  # ... the other, into pixels
             if relu:
-                out.relu_()
+                st.out.relu_()
         self.current = 1 - self.current
         _, h, w, _ = self.shape
         dst = self.bufs[self.current]
