@@ -143,6 +143,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=40, help="training steps per measurement")
     p.add_argument("--warmup", type=int, default=8, help="training steps not timed")
     p.add_argument("--busy", type=int, default=0, help="busy-looping processes to start")
+    p.add_argument(
+        "--settle", type=float, default=None,
+        help="seconds between starting the busy loops and measuring, so the one-minute "
+        "load average (which the default thread count reads) sees them [default: 90 "
+        "with --busy, else 0]",
+    )  # fmt: skip
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--setting", default="default", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -153,6 +159,10 @@ def main() -> None:
     settings = ["default", *[s.strip() for s in args.threads.split(",") if s.strip()]]
     works = ["up", "train"] if args.work == "both" else [args.work]
     busy = _busy_loops(args.busy)
+    settle = args.settle if args.settle is not None else (90.0 if args.busy else 0.0)
+    if busy and settle > 0:
+        print(f"letting the load average see the busy loop(s): {settle:.0f} s", file=sys.stderr)
+        time.sleep(settle)
     rates: dict[tuple[str, str], list[float]] = {}
     used: dict[tuple[str, str], int] = {}
     try:

@@ -16,6 +16,17 @@ EVAL = SHARED / "datasets" / "eval"
 needs_set5 = pytest.mark.skipif(not (EVAL / "Set5").is_dir(), reason=f"needs {EVAL / 'Set5'}")
 
 
+def _cpu_bf16() -> bool:
+    from sruc.engine.precision import cpu_can_run_bf16
+
+    return cpu_can_run_bf16()
+
+
+#: For tests that force bf16 on the CPU: skipped where it cannot run (AVX2-only CPUs,
+#: or under ``ONEDNN_MAX_CPU_ISA=AVX2``), where sruc refuses it (tested elsewhere).
+needs_cpu_bf16 = pytest.mark.skipif(not _cpu_bf16(), reason="this CPU cannot run bf16")
+
+
 def smooth_rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
     """A photo-like 8-bit RGB image: smooth gradients plus texture and noise."""
     rng = np.random.default_rng(seed)

@@ -145,8 +145,10 @@ def compute(root: Path) -> dict[str, Any]:
     for name, model, scale in UP_CASES:
         out = root / "out" / f"{model}_{scale}_{name}"
         out.parent.mkdir(parents=True, exist_ok=True)
+        # --engine torch: the exact reference arithmetic (fp32's default on CPUs,
+        # Winograd, is checked against it in tests/engine/test_winograd.py)
         _cli("up", str(inputs / name), "-s", scale, "--model", model, "--precision", "fp32",
-             "--device", "cpu", "-o", str(out), "-q")  # fmt: skip
+             "--engine", "torch", "--device", "cpu", "-o", str(out), "-q")  # fmt: skip
         results["up"][f"{name} {model} x{scale}"] = _digest(_samples(out))
     hr, sr = inputs / "rgb.png", root / "out" / "bicubic_2_rgb.png"
     small = root / "out" / "small.png"
@@ -158,7 +160,7 @@ def compute(root: Path) -> dict[str, Any]:
             _strip_times(json.loads(text)) if "--json" in args else text
         )
     bench = _cli("bench", str(inputs / "bench"), "-m", "srcnn", "-m", "vdsr", "-s", "2,3,4",
-                 "--device", "cpu", "--json", "-q")  # fmt: skip
+                 "--engine", "torch", "--device", "cpu", "--json", "-q")  # fmt: skip
     results["bench"] = json.loads(bench)
     results["train"] = {
         m: _weights_after_20_steps(inputs / "bench", root / f"train-{m}", m)

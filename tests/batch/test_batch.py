@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 import sruc
-from helpers import Run, run_cli, smooth_rgb
+from helpers import Run, needs_cpu_bf16, run_cli, smooth_rgb
 from sruc.batch import (
     BatchInterrupted,
     BatchProgress,
@@ -553,6 +553,7 @@ def test_shard_parsing_and_torchrun() -> None:
 # --------------------------------------------------------------------------- precision, tiles
 
 
+@needs_cpu_bf16
 def test_bf16_on_cpu_is_close_to_fp32(work: Path, tiny_vdsr_ckpt: Path) -> None:
     model = sruc.load_model(tiny_vdsr_ckpt)
     pic = images.read_image(work / "in" / "p0.png")
@@ -572,6 +573,7 @@ def test_bf16_on_cpu_is_close_to_fp32(work: Path, tiny_vdsr_ckpt: Path) -> None:
     assert auto.runner(16)[1] == "fp32"
 
 
+@needs_cpu_bf16
 def test_auto_keeps_fp32_when_the_probe_fails(
     tiny_vdsr_ckpt: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -655,6 +657,7 @@ def test_cuda_matches_cpu_and_handles_4k(tiny_vdsr_ckpt: Path) -> None:
         assert float((y.clamp(0, 1) - ref.clamp(0, 1)).abs().mean()) < 1 / 255
 
 
+@needs_cpu_bf16
 def test_up_takes_precision(
     capsys: pytest.CaptureFixture[str], work: Path, tiny_vdsr_ckpt: Path
 ) -> None:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from helpers import smooth_rgb
 from sruc.engine import fused, winograd
 from sruc.engine.runtimes import EngineError, choose_engine
 from sruc.engine.winograd import WinogradStack, transform_weights
@@ -84,13 +85,18 @@ def test_no_bias_and_no_relu() -> None:
     _close(WinogradStack(layers)(x), _reference(x, layers))
 
 
-def test_a_stack_serves_one_geometry_after_another() -> None:
+def test_a_stack_serves_one_geometry_after_another(monkeypatch: pytest.MonkeyPatch) -> None:
     layers = _layers(2, 16, seed=8)
     stack = WinogradStack(layers)
     g = torch.Generator().manual_seed(5)
     for shape in [(1, 16, 20, 20), (1, 16, 9, 30), (1, 16, 20, 20), (2, 16, 20, 20)]:
         x = torch.rand(*shape, generator=g)
         _close(stack(x), _reference(x, layers))
+        assert stack._plan is not None  # small: kept for the next tile
+    monkeypatch.setattr(winograd, "KEEP_PLAN_BYTES", 1000)
+    x = torch.rand(1, 16, 20, 20, generator=g)
+    _close(stack(x), _reference(x, layers))
+    assert stack._plan is None  # large: its buffers leave with the result
 
 
 def test_weights_transform_in_float64() -> None:
@@ -139,7 +145,8 @@ def test_srcnn_has_no_eligible_layer() -> None:
 
 def test_engine_policy() -> None:
     assert choose_engine("winograd", CPU, "fp32") == "winograd"
-    assert choose_engine("auto", CPU, "fp32") == "torch"  # exact tiles stay the default
+    assert choose_engine("auto", CPU, "fp32") == "winograd"  # the fp32 default on CPUs
+    assert choose_engine("torch", CPU, "fp32") == "torch"  # exact tiles, asked for
     with pytest.raises(EngineError, match="runs fp32"):
         choose_engine("winograd", CPU, "bf16")
     with pytest.raises(EngineError, match="runs on the CPU"):
@@ -177,3 +184,28 @@ def test_cli_up_with_engine_winograd(tmp_path: Path, capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and ("runs fp32" in err or "lacks" in err), err
     assert not (tmp_path / "b.png").exists()
+
+
+def test_default_fp32_tiles_have_no_seams_and_keep_the_psnr() -> None:
+    """fp32 on a CPU runs Winograd by default: tiled or not, and against the exact
+    direct path, the 8-bit outputs differ by at most one level in a few pixels, and
+    the PSNR against the original by under a thousandth of a dB."""
+    from sruc import Upscaler
+    from sruc.core.metrics import psnr
+
+    hr = smooth_rgb(96, 120, seed=3)
+    lr = Image.fromarray(hr).resize((40, 32), Image.Resampling.BICUBIC)
+    outs = {}
+    for engine, tile in (("auto", 0), ("auto", 48), ("torch", 0)):
+        up = Upscaler("vdsr", device="cpu", precision="fp32", engine=engine, tile=tile)
+        outs[(engine, tile)] = np.asarray(up.upscale(lr, 3), dtype=np.int16)
+    assert Upscaler("vdsr", device="cpu", precision="fp32").prepared(3).engine == "winograd"
+    for key in (("auto", 48), ("torch", 0)):
+        diff = np.abs(outs[key] - outs[("auto", 0)])
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01, key
+
+    def db(a: np.ndarray) -> float:
+        chw = torch.from_numpy(a).permute(2, 0, 1)
+        return psnr(chw, torch.from_numpy(hr.astype(np.int16)).permute(2, 0, 1), shave=3)
+
+    assert abs(db(outs[("auto", 48)]) - db(outs[("torch", 0)])) < 1e-3

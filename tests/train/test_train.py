@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import smooth_rgb
+from helpers import needs_cpu_bf16, smooth_rgb
 from sruc.cli import main
 from sruc.engine.fused import conv_relu_op
 from sruc.errors import OutputError, SrucWarning
@@ -265,7 +265,7 @@ def test_downscales_choose_the_augmentation(
     assert 0 < counts["1"] < counts["1,0.9,0.7"]
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=needs_cpu_bf16)])
 def test_fused_cpu_forward_trains_like_autocast(
     images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str
 ) -> None:

@@ -219,8 +219,9 @@ def prepare_model(
     # A hooked module runs as itself, so its hooks fire; the chain is measured
     # on CPUs and written for CUDA, other devices (MPS) run the module.
     chain_ok = not _has_hooks(module) and dev.type in ("cpu", "cuda")
-    # fp32 3x3 layers through Winograd (ours or NNPACK's), asked for; else direct
-    conv3x3 = engine if engine in ("winograd", "nnpack") else "direct"
+    # fp32 3x3 layers through Winograd (ours, by default on CPUs, or NNPACK's), else direct
+    fp32_engine = choose_engine(engine, dev, "fp32") if engine in ("auto", "winograd") else engine
+    conv3x3 = fp32_engine if fp32_engine in ("winograd", "nnpack") else "direct"
     exact: TileModel | None = (
         ConvChain.of(module, torch.float32, dev, conv3x3=conv3x3) if chain_ok else None
     )
@@ -256,7 +257,8 @@ def _fp32(
     an error when named, a warning and PyTorch under ``auto``.
     """
     chosen = choose_engine(engine, dev, "fp32")
-    if chosen in ("winograd", "nnpack") and known:
+    winograd = isinstance(exact, ConvChain) and any(c.winograd or c.nnpack for c in exact.convs)
+    if chosen in ("winograd", "nnpack") and winograd:  # the chain runs Winograd layers
         return PreparedModel(lm, dev, "fp32", requested, exact, exact, chosen)
     if chosen in ("torch", "winograd", "nnpack") or (engine == "auto" and not known):
         return PreparedModel(lm, dev, "fp32", requested, exact, exact)

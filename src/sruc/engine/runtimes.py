@@ -111,7 +111,8 @@ def choose_engine(engine: str, device: torch.device, precision: str) -> str:
     if engine == "torch":
         return engine
     if engine == "auto":
-        return "torch"  # exact tiles; within 10-20% of every exact engine (README "Speed")
+        # fp32 on a CPU: Winograd, the fastest fp32 route (README "Speed"); elsewhere torch
+        return "winograd" if device.type == "cpu" and precision == "fp32" else "torch"
     if not installed(engine):
         if engine == "nnpack":
             raise EngineError(

@@ -47,8 +47,11 @@ _G = torch.tensor(
 #: The element of the 6x6 product whose output transform is 1 at all 16 positions
 #: (column 1 of A^T is all ones): a bias added there is added to every output.
 _BIAS_AT = 1 * 6 + 1
-#: Blocks per strip, times the block rows, aimed at: about 300 blocks keep one
-#: strip's transforms (36 x T x C floats in and out) in a CPU's last-level cache.
+#: A plan whose buffers are larger than this (each) is not kept for the next call:
+#: tiles (256 px on CPUs: 17 MB) reuse theirs, a whole large image frees its own.
+KEEP_PLAN_BYTES = 64 * 2**20
+#: Blocks per strip and thread aimed at: about 300 blocks keep one strip's
+#: transforms (36 x T x C floats in and out) in a CPU's last-level cache.
 _STRIP_BLOCKS = 288
 
 
@@ -117,12 +120,15 @@ class Plan:
     """Buffers and views for one geometry: ``n`` images of ``height x width`` with
     ``channels`` channels in and out of every layer."""
 
-    def __init__(self, n: int, height: int, width: int, channels: int) -> None:
+    def __init__(self, n: int, height: int, width: int, channels: int, threads: int = 1) -> None:
         self.shape = (n, height, width, channels)
+        self.threads = threads
         th, tw = -(-height // 4), -(-width // 4)
         hp, wp, c = 4 * th + 2, 4 * tw + 2, channels
         self.bufs = [torch.zeros(n, hp, wp, c), torch.zeros(n, hp, wp, c)]
-        rows = max(1, min(th, _STRIP_BLOCKS // max(1, n * tw)))  # block rows per strip
+        # block rows per strip: each thread takes its share of every pass over a strip
+        blocks = _STRIP_BLOCKS * max(1, threads)
+        rows = max(1, min(th, blocks // max(1, n * tw)))
         t_max = n * rows * tw
         r = torch.empty(6, n, rows, wp, c)
         tr = torch.empty(2, n, rows, wp, c)  # scratch of the row transform
@@ -217,14 +223,16 @@ class WinogradStack:
         """``x``: (N, C, H, W) float32 on the CPU. Returns a view of the stack's buffer,
         valid until the next call."""
         n, c, h, w = x.shape
-        key = (n, h, w, c)
-        if self._plan is None or self._plan.shape != key:
+        key, threads = (n, h, w, c), torch.get_num_threads()
+        if self._plan is None or (self._plan.shape, self._plan.threads) != (key, threads):
             self._plan = None  # free the old buffers before making the new ones
-            self._plan = Plan(n, h, w, c)
+            self._plan = Plan(n, h, w, c, threads)
         plan = self._plan
         plan.load(x)
         for u, b, relu in self.layers:
             plan.conv(u, b, relu)
+        if plan.bufs[0].nbytes > KEEP_PLAN_BYTES:
+            self._plan = None  # a whole big image's buffers go with its result
         return plan.result()
 
 
@@ -235,4 +243,4 @@ def eligible(weight: torch.Tensor, padding: int, min_channels: int) -> bool:
     return (kh, kw) == (3, 3) and padding == 1 and k == c and c >= min_channels
 
 
-__all__ = ["Plan", "WinogradStack", "eligible", "transform_weights"]
+__all__ = ["KEEP_PLAN_BYTES", "Plan", "WinogradStack", "eligible", "transform_weights"]

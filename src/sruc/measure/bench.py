@@ -35,6 +35,7 @@ from sruc.core.ensemble import self_ensemble
 from sruc.core.protocol import YModel, evaluate_image
 from sruc.core.tiling import TileModel, check_tile, run_tiled
 from sruc.engine.device import resolve_device, tune_cpu_allocator
+from sruc.engine.fused import ConvChain
 from sruc.engine.runtimes import Fallback, choose_engine, engine_forward
 from sruc.engine.threads import use_threads
 from sruc.errors import ModelError, SrucWarning, UsageError
@@ -220,8 +221,9 @@ def bench(
         tta: score every model by its self-ensemble over the 8 flips and
             rotations (:mod:`sruc.core.ensemble`; 8 times the work; bicubic
             is unchanged by it).
-        engine: what runs the models in fp32: ``auto``, ``torch``, ``onnxruntime``
-            or ``openvino`` (:func:`sruc.engine.runtimes.choose_engine`).
+        engine: what runs the models in fp32: ``auto``, ``torch``, ``winograd``,
+            ``nnpack``, ``onnxruntime`` or ``openvino``
+            (:func:`sruc.engine.runtimes.choose_engine`).
 
     Returns:
         The scores, per image and averaged per set, scale and model.
@@ -282,13 +284,22 @@ def _runners(
         for s, lm in cand.at.items():
             if id(lm) not in prepared:  # one move to the device per weights file
                 module = lm.module.to(dev).eval()
-                prepared[id(lm)] = (
-                    module
-                    if engine == "torch"
-                    else Fallback(engine, engine_forward(lm, engine), module)
-                )
+                prepared[id(lm)] = _fp32_runner(lm, module, dev, engine)
             runners[(i, s)] = _runner(prepared[id(lm)], lm.radius, tile, dev, tta)
     return runners
+
+
+def _fp32_runner(lm: LoadedModel, module: nn.Module, dev: torch.device, engine: str) -> TileModel:
+    """The network in fp32 on ``engine`` (as :func:`~sruc.engine.runtimes.choose_engine`
+    chose it): the module itself on ``torch``, its convolution chain with Winograd 3x3
+    layers on ``winograd``/``nnpack`` (the module where it has no chain), else the
+    engine with a fallback to the module."""
+    if engine == "torch":
+        return module
+    if engine in ("winograd", "nnpack"):
+        chain = ConvChain.of(module, torch.float32, dev, conv3x3=engine)
+        return module if chain is None else chain
+    return Fallback(engine, engine_forward(lm, engine), module)
 
 
 def _empty_results(
