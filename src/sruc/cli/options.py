@@ -98,10 +98,11 @@ def engine_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
     return click.option(
         "--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
-        help="What runs the network. auto: torch (exact tiles). winograd: torch with "
-        "VDSR's 3x3 layers as Winograd F(4x4,3x3), fp32 on CPUs, the fastest fp32 route "
-        "(about 2-3x auto's; tiles exact to fp32 rounding); nnpack: NNPACK's Winograd; "
-        "onnxruntime and openvino run fp32 on CPUs and need pip install 'sruc[fast]'.",
+        help="What runs the network. auto: torch, with VDSR's 3x3 layers as Winograd "
+        "F(4x4,3x3) in fp32 on CPUs (winograd; the fastest fp32 route, equal to torch to "
+        "fp32 rounding). torch: the direct convolution (tiles exact to the bit). nnpack: "
+        "NNPACK's Winograd. onnxruntime and openvino run fp32 on CPUs and need pip "
+        "install 'sruc[fast]'.",
     )(f)  # fmt: skip
 
 

@@ -205,7 +205,7 @@ class ConvChain:
     saves a pass over each 64-channel feature map, and the image gets zero
     channels up to :data:`CPU_MIN_IN_CHANNELS` (with zero weights: the sums
     are unchanged), which takes oneDNN off its slow one-channel path. In
-    float32 on CPUs, asked for, 3x3 layers of at least
+    float32 on CPUs, as the engine policy says, 3x3 layers of at least
     :data:`WINOGRAD_MIN_CHANNELS` channels run Winograd F(4x4, 3x3)
     (:mod:`sruc.engine.winograd`, ``--engine winograd``) or NNPACK's Winograd
     where it is available (:func:`winograd_available`, ``--engine nnpack``).
@@ -249,12 +249,12 @@ class ConvChain:
         """The chain of a module whose spec gives a convolution plan, else None.
 
         ``conv3x3``: how eligible fp32 CPU 3x3 layers run: ``direct`` (oneDNN's
-        direct convolution, the default), ``winograd`` (F(4x4, 3x3),
-        :mod:`sruc.engine.winograd`) or ``nnpack`` (NNPACK's Winograd, where
-        :func:`winograd_available`). Winograd's rounding depends on where a pixel
-        falls in its blocks, so a tiled run differs from an untiled one in the last
-        bits (and, rarely, by one 8-bit level), where the direct path's tiles are
-        exact: that is why the Winograd routes are asked for, not the default."""
+        direct convolution, ``--engine torch``), ``winograd`` (F(4x4, 3x3),
+        :mod:`sruc.engine.winograd`, what ``auto`` runs) or ``nnpack`` (NNPACK's
+        Winograd, where :func:`winograd_available`). Winograd's rounding depends on
+        where a pixel falls in its blocks, so a tiled run differs from an untiled one
+        in the last bits (and, rarely, by one 8-bit level); the direct path's tiles
+        are exact."""
         spec = archs.conv_plan(module)
         if spec is None:
             return None

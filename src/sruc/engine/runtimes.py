@@ -1,18 +1,20 @@
-"""Inference engines other than PyTorch: ONNX Runtime and OpenVINO, for fp32 on CPUs.
+"""What runs a network: the engine policy, and ONNX Runtime and OpenVINO for fp32 on CPUs.
 
 On CPUs without native bf16 (every AVX2-only x86 CPU, most laptops) sruc runs
-float32, and PyTorch's oneDNN direct convolution is no faster there than a
-naive forward. ONNX Runtime and OpenVINO run the same network faster on some
-of those CPUs (``benchmarks/engines.py``, README "Speed"). They are optional
-(``pip install 'sruc[fast]'``) and sit behind the same API: ``--engine
-auto|torch|nnpack|onnxruntime|openvino`` on ``up``, ``batch`` and ``bench``, and
-``engine=`` on :class:`sruc.Upscaler` and :func:`sruc.engine.prepared.prepare_model`.
+float32, where PyTorch's oneDNN direct convolution is little faster than a
+naive forward. ``--engine auto|torch|winograd|nnpack|onnxruntime|openvino`` on
+``up``, ``batch`` and ``bench`` (``engine=`` on :class:`sruc.Upscaler` and
+:func:`sruc.engine.prepared.prepare_model`) chooses what runs it:
 
 - :func:`choose_engine` is the one policy: what ``--engine`` means on a device
-  at a precision. ``auto`` is PyTorch: its tiles are exact (a tiled run equals an
-  untiled one to the bit), which the engines and NNPACK's Winograd (``nnpack``:
-  PyTorch with Winograd 3x3 layers in fp32) give only to fp32 rounding.
-- The graph is exported once by :func:`sruc.zoo.export.onnx_graph` (the one
+  at a precision. ``auto`` is PyTorch everywhere, with VDSR's 3x3 layers as
+  Winograd F(4x4, 3x3) (:mod:`sruc.engine.winograd`) in fp32 on CPUs, the
+  fastest fp32 route measured (``benchmarks/engines.py``, README "Speed").
+  ``torch`` is PyTorch's direct convolution, whose tiles equal an untiled run to
+  the bit; Winograd (ours, or NNPACK's: ``nnpack``) and the engines agree with it
+  to fp32 rounding.
+- ONNX Runtime and OpenVINO are optional (``pip install 'sruc[fast]'``). The graph
+  is exported once by :func:`sruc.zoo.export.onnx_graph` (the one
   exporter) and cached in the weights cache (:func:`sruc.zoo.cache.cache_dir`),
   under ``engines/``, named by the SHA-256 of the weights, the engine, the ONNX
   opset and sruc's version. A sidecar file holds the graph's own SHA-256; a graph
@@ -50,12 +52,6 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("onnx", "onnxscript", "onnxruntime"),
     "openvino": ("onnx", "onnxscript", "openvino"),
 }
-#: ``auto`` is PyTorch everywhere: its direct fp32 path is the one whose tiles are
-#: exact (equal to an untiled run to the bit). ``benchmarks/engines.py`` (VDSR, one
-#: 384 px tile, 1 thread, AMD EPYC Zen 4; see benchmarks/README.md): naive fp32
-#: 1.00x, PyTorch's direct path 1.24x, OpenVINO 1.23x, ONNX Runtime 1.19x, PyTorch
-#: with NNPACK's Winograd (``nnpack``) 1.39x; the engines and Winograd agree with it
-#: to fp32 rounding only, so they are there to be asked for.
 #: Sub-folder of the weights cache that holds exported graphs.
 CACHE_SUBDIR = "engines"
 

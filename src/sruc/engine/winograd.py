@@ -1,11 +1,11 @@
 """Winograd F(4x4, 3x3) convolution in PyTorch, for fp32 3x3 layers on CPUs.
 
-``--engine winograd`` runs VDSR's eighteen 64 -> 64 middle layers through this
-module; the first and last layers (1 -> 64, 64 -> 1) stay on oneDNN's direct
-convolution. Winograd's minimal filtering algorithm (Lavin & Gray, "Fast
-Algorithms for Convolutional Neural Networks", CVPR 2016) computes a 4x4 block
-of a 3x3 convolution from the 6x6 input window around it with 36 multiplies per
-channel pair instead of 144:
+In fp32 on CPUs (``--engine auto`` or ``winograd``) VDSR's eighteen 64 -> 64
+middle layers run through this module; the first and last layers (1 -> 64,
+64 -> 1) stay on oneDNN's direct convolution. Winograd's minimal filtering
+algorithm (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
+CVPR 2016) computes a 4x4 block of a 3x3 convolution from the 6x6 input window
+around it with 36 multiplies per channel pair instead of 144:
 
     Y = A^T [ (G g G^T) * (B^T d B) ] A
 
@@ -17,13 +17,12 @@ convolution. The input and output transforms (``B^T d B``, ``A^T m A``) have
 small integer coefficients and are written as a handful of whole-tensor
 additions, each over a strip of blocks small enough to stay in the CPU's cache.
 
-What this gives (``benchmarks/engines.py``): about 3x a naive fp32 forward per
-layer on one core of an AMD EPYC (Zen 4), with and without the AVX2 cap, where
-oneDNN's direct convolution gives 1.5x. The result equals the direct
-convolution to fp32 rounding (relative error ~1e-6: the transforms multiply by
-up to 8 and divide by 24), not to the bit, so a tiled run differs from an
-untiled one in the last bits; that is why this is asked for (``--engine
-winograd``) rather than the default.
+What this gives (``benchmarks/engines.py``, README "Speed"): the fastest fp32
+route sruc has on CPUs, and so what ``--engine auto`` runs in fp32 there. The
+result equals the direct convolution to fp32 rounding (relative error ~1e-6:
+the transforms multiply by up to 8 and divide by 24), not to the bit, so a
+tiled run differs from an untiled one in the last bits (at most one 8-bit
+level, in under 1% of pixels); ``--engine torch`` is the exact direct path.
 
 Layout: activations live in two zero-padded NHWC buffers (``N, 4*th+2,
 4*tw+2, C`` for ``th x tw`` blocks), one read and one written per layer, so no
