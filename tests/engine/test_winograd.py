@@ -136,6 +136,19 @@ def test_chain_runs_the_middle_layers_through_winograd() -> None:
         assert other is not None and not other.stacks
 
 
+def test_threads_sharing_one_stack_get_their_own_results() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    layers = _layers(3, 16, seed=9)
+    stack = WinogradStack(layers)
+    g = torch.Generator().manual_seed(7)
+    xs = [torch.rand(1, 16, 24 + 4 * (i % 3), 20, generator=g) for i in range(12)]
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(stack, xs))
+    for x, y in zip(xs, outs, strict=True):
+        _close(y, _reference(x, layers))
+
+
 def test_srcnn_has_no_eligible_layer() -> None:
     from sruc.archs.srcnn import SRCNN
 

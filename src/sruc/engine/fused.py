@@ -295,7 +295,7 @@ class ConvChain:
             c = self.convs[i]
             if i in self.stacks:
                 end, stack = self.stacks[i]
-                h = stack(h)  # a view of the stack's buffer, read by the next layer
+                h = stack(h)  # channels-last, as the next layer reads it
                 i = end
                 continue
             i += 1

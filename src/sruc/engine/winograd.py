@@ -32,6 +32,7 @@ geometry (:class:`Plan`), and a :class:`WinogradStack` keeps the last plan.
 
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 import torch
@@ -217,22 +218,25 @@ class WinogradStack:
         ]
         self.channels = int(layers[0][0].shape[0])
         self._plan: Plan | None = None
+        self._lock = threading.Lock()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: (N, C, H, W) float32 on the CPU. Returns a view of the stack's buffer,
-        valid until the next call."""
+        """``x``: (N, C, H, W) float32 on the CPU. Returns the result as a new
+        channels-last tensor (what the next convolution reads). Calls from several
+        threads take turns: the kept buffers serve one call at a time."""
         n, c, h, w = x.shape
         key, threads = (n, h, w, c), torch.get_num_threads()
-        if self._plan is None or (self._plan.shape, self._plan.threads) != (key, threads):
-            self._plan = None  # free the old buffers before making the new ones
-            self._plan = Plan(n, h, w, c, threads)
-        plan = self._plan
-        plan.load(x)
-        for u, b, relu in self.layers:
-            plan.conv(u, b, relu)
-        if plan.bufs[0].nbytes > KEEP_PLAN_BYTES:
-            self._plan = None  # a whole big image's buffers go with its result
-        return plan.result()
+        with self._lock:
+            if self._plan is None or (self._plan.shape, self._plan.threads) != (key, threads):
+                self._plan = None  # free the old buffers before making the new ones
+                self._plan = Plan(n, h, w, c, threads)
+            plan = self._plan
+            plan.load(x)
+            for u, b, relu in self.layers:
+                plan.conv(u, b, relu)
+            if plan.bufs[0].nbytes > KEEP_PLAN_BYTES:
+                self._plan = None  # a whole big image's buffers go with this call
+            return plan.result().contiguous(memory_format=torch.channels_last)
 
 
 def eligible(weight: torch.Tensor, padding: int, min_channels: int) -> bool:
