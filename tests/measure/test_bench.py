@@ -235,6 +235,24 @@ def test_tiling_does_not_change_scores(
             assert ia["ssim"] == pytest.approx(ib["ssim"], abs=1e-6), ia["image"]
 
 
+def test_every_torch_engine_gives_the_same_scores(
+    capsys: pytest.CaptureFixture[str], folder: Path
+) -> None:
+    """The shipped VDSR (64 wide: its middle layers run Winograd) through the direct
+    path, sruc's Winograd (auto in fp32 on CPUs) and NNPACK's: the same PSNR to a
+    thousandth of a dB."""
+    from sruc.engine.fused import winograd_available
+
+    engines = ["torch", "winograd", "auto"] + (["nnpack"] if winograd_available() else [])
+    got = {
+        e: bench_json(capsys, folder, "-s", "3", "-m", "vdsr", "--engine", e, "--no-ssim")
+        for e in engines
+    }
+    ref = got["torch"]["results"][0]["models"][0]["psnr"]
+    for e in engines:
+        assert got[e]["results"][0]["models"][0]["psnr"] == pytest.approx(ref, abs=1e-3), e
+
+
 # --------------------------------------------------------------------------- gray images
 
 
