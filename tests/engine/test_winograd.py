@@ -192,6 +192,12 @@ def test_cli_up_with_engine_winograd(tmp_path: Path, capsys: pytest.CaptureFixtu
         outs[engine] = np.asarray(Image.open(out), dtype=np.int16)
     assert np.abs(outs["torch"] - outs["winograd"]).max() <= 1
     capsys.readouterr()
+    # The summary says what ran: the engine where it is not plain PyTorch.
+    args = ["up", str(src), "-s", "2", "--precision", "fp32", "-o", str(tmp_path / "c.png")]
+    assert main(args) == 0
+    assert "on cpu, fp32 winograd," in capsys.readouterr().err
+    assert main([*args[:-1], str(tmp_path / "d.png"), "--engine", "torch"]) == 0
+    assert "on cpu, fp32," in capsys.readouterr().err
     bad = ["up", str(src), "-s", "2", "--precision", "bf16", "--engine", "winograd"]
     assert main([*bad, "-o", str(tmp_path / "b.png"), "-q"]) == 2
     err = capsys.readouterr().err

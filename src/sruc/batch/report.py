@@ -33,6 +33,7 @@ class BatchItem:
         seconds: work time spent on it (decode, model, encode).
         model_seconds: of which the model (bicubic resize, network, colour).
         precision: what the network ran in.
+        engine: what ran it (``torch``, ``winograd`` in fp32 on CPUs, ...).
     """
 
     source: Path
@@ -46,6 +47,7 @@ class BatchItem:
     seconds: float = 0.0
     model_seconds: float = 0.0
     precision: str | None = None
+    engine: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +60,7 @@ class BatchItem:
             "seconds": round(self.seconds, 4),
             "model_seconds": round(self.model_seconds, 4),
             "precision": self.precision,
+            "engine": self.engine,
         }
 
     @property
@@ -75,7 +78,7 @@ class BatchReport:
     Attributes:
         items: every file of this process's share, in order.
         seconds: wall time of the whole batch.
-        model: the model's name; device, precision: where and how it ran.
+        model: the model's name; device, precision, engine: where and how it ran.
         scale: the upscaling factor.
         shard: this process's 0-based (index, count), or None.
         stopped: why the batch stopped early (a full disk, Ctrl-C), or None.
@@ -87,6 +90,7 @@ class BatchReport:
     model: str = ""
     device: str = ""
     precision: str = ""
+    engine: str = ""
     scale: float = 0.0
     shard: tuple[int, int] | None = None
     stopped: str | None = None
@@ -135,6 +139,7 @@ class BatchReport:
             "scale": self.scale,
             "device": self.device,
             "precision": self.precision,
+            "engine": self.engine,
             "shard": list(self.shard) if self.shard else None,
             "stopped": self.stopped,
             "exit_code": self.exit_code,

@@ -197,6 +197,7 @@ class _Run:
         item.model_seconds = time.perf_counter() - t0
         item.input_size, item.output_size = (pic.width, pic.height), (out.width, out.height)
         item.precision = self.model.runner(pic.bits)[1]
+        item.engine = self.model.engine_of(pic.bits)
         self.position += 1
         self.megapixels += out.width * out.height / 1e6
         return out
@@ -225,6 +226,7 @@ class _Run:
         item.seconds += result.seconds
         item.input_size, item.output_size = result.input_size, result.output_size
         item.precision = result.precision
+        item.engine = result.engine
         self.position += 1
         self.megapixels += result.frames * result.output_size[0] * result.output_size[1] / 1e6
 
@@ -434,6 +436,7 @@ def _report_for(
         model=pm.loaded.name,
         device=str(pm.device),
         precision=pm.precision,
+        engine=pm.engine,
         scale=scale,
         shard=share,
     )

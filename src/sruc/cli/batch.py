@@ -55,7 +55,8 @@ def _summary(report: Any, scale: float) -> str:
     rate = s["megapixels"] / s["seconds"] if s["seconds"] > 0 else 0.0
     return (
         f"{', '.join(parts)} - {s['megapixels']:.2f} MP in {s['seconds']:.1f} s "
-        f"({rate:.2f} MP/s), {report.model} x{scale:g} on {report.device} ({report.precision})"
+        f"({rate:.2f} MP/s), {report.model} x{scale:g} on {report.device} ({report.precision}"
+        f"{'' if report.engine in ('', 'torch') else ' ' + report.engine})"
     )
 
 

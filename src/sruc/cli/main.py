@@ -191,7 +191,8 @@ def up(
         frames = f"{result.frames} frames, " if result.frames > 1 else ""
         _say(
             f"wrote {result.output} ({frames}{w0}x{h0} -> {w1}x{h1}, {result.model} "
-            f"x{result.scale:.4g} on {result.device}, {result.precision}, "
+            f"x{result.scale:.4g} on {result.device}, {result.precision}"
+            f"{'' if result.engine == 'torch' else ' ' + result.engine}, "
             f"{result.seconds:.1f} s)"
         )
 

@@ -59,6 +59,7 @@ class UpscaleResult:
     seconds: float
     precision: str = "fp32"
     frames: int = 1  # more than 1: an animation, every frame upscaled
+    engine: str = "torch"  # what ran it (sruc.engine.runtimes), e.g. winograd in fp32 on CPUs
 
 
 class Upscaler:
@@ -296,6 +297,7 @@ class Upscaler:
             device=str(pm.device),
             seconds=time.perf_counter() - started,
             precision=pm.runner(pic.bits)[1],
+            engine=pm.engine_of(pic.bits),
         )
 
     # ----------------------------------------------------------------- animations
@@ -375,6 +377,7 @@ class Upscaler:
             device=str(pm.device),
             seconds=time.perf_counter() - started,
             precision=pm.runner(bits)[1],
+            engine=pm.engine_of(bits),
             frames=anim.frames,
         )
 

@@ -73,6 +73,7 @@ class PreparedModel:
         engine: what runs it: ``torch``, ``winograd``, ``nnpack`` (PyTorch with
             Winograd 3x3 layers), ``onnxruntime`` or ``openvino``
             (:mod:`sruc.engine.runtimes`).
+        engine_fp32: the same for ``forward_fp32``.
     """
 
     loaded: LoadedModel
@@ -82,6 +83,7 @@ class PreparedModel:
     forward: TileModel
     forward_fp32: TileModel
     engine: str = "torch"
+    engine_fp32: str = "torch"  # what runs forward_fp32 (``engine`` when that is fp32)
 
     def runner(self, bits: int) -> tuple[TileModel, str]:
         """The callable and precision for an image of ``bits`` per sample.
@@ -92,6 +94,12 @@ class PreparedModel:
         if bits > 8 and self.requested == "auto":
             return self.forward_fp32, "fp32"
         return self.forward, self.precision
+
+    def engine_of(self, bits: int) -> str:
+        """What runs an image of ``bits`` per sample (see :meth:`runner`): ``torch``,
+        ``winograd``, ``nnpack``, ``onnxruntime`` or ``openvino``."""
+        forward, _ = self.runner(bits)
+        return self.engine if forward is self.forward else self.engine_fp32
 
     @property
     def bytes_per_value(self) -> int:
@@ -238,7 +246,19 @@ def prepare_model(
     reduced: TileModel = chain if chain is not None else _Autocast(module, dtype, dev)
     if precision == "auto" and not _probe_passes(reduced, exact, dev):
         return _fp32(lm, dev, precision, exact, engine, cache_dir, isinstance(exact, ConvChain))
-    return PreparedModel(lm, dev, candidate, precision, reduced, exact)
+    return PreparedModel(
+        lm, dev, candidate, precision, reduced, exact, engine_fp32=_chain_engine(exact)
+    )
+
+
+def _chain_engine(model: TileModel) -> str:
+    """``winograd`` or ``nnpack`` for a chain that runs such 3x3 layers, else ``torch``."""
+    if isinstance(model, ConvChain):
+        if any(c.winograd for c in model.convs):
+            return "winograd"
+        if any(c.nnpack for c in model.convs):
+            return "nnpack"
+    return "torch"
 
 
 def _fp32(
@@ -257,11 +277,9 @@ def _fp32(
     an error when named, a warning and PyTorch under ``auto``.
     """
     chosen = choose_engine(engine, dev, "fp32")
-    winograd = isinstance(exact, ConvChain) and any(c.winograd or c.nnpack for c in exact.convs)
-    if chosen in ("winograd", "nnpack") and winograd:  # the chain runs Winograd layers
-        return PreparedModel(lm, dev, "fp32", requested, exact, exact, chosen)
     if chosen in ("torch", "winograd", "nnpack") or (engine == "auto" and not known):
-        return PreparedModel(lm, dev, "fp32", requested, exact, exact)
+        ran = _chain_engine(exact)  # torch where the network has no Winograd layer
+        return PreparedModel(lm, dev, "fp32", requested, exact, exact, ran, ran)
     try:
         run = engine_forward(lm, chosen, cache_dir)
     except SrucError as e:
@@ -270,4 +288,4 @@ def _fp32(
         warnings.warn(f"{chosen} unavailable ({e}); running on torch", SrucWarning, stacklevel=3)
         return PreparedModel(lm, dev, "fp32", requested, exact, exact)
     fast = Fallback(chosen, run, exact)
-    return PreparedModel(lm, dev, "fp32", requested, fast, fast, chosen)
+    return PreparedModel(lm, dev, "fp32", requested, fast, fast, chosen, chosen)
