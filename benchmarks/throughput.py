@@ -202,7 +202,7 @@ def rss_worker(args: argparse.Namespace) -> None:
         with torch.no_grad():
             net(x.to(device)).cpu()
     else:
-        pm = pipeline.prepare_model(lm, device=device, precision=args.precision)
+        pm = pipeline.prepare_model(lm, device=device, precision=args.precision, engine=args.engine)
         with torch.inference_mode():
             pipeline.run_model(pm, x.to(device) if device.type == "cpu" else x)
     sync(device)
@@ -213,6 +213,7 @@ def rss_worker(args: argparse.Namespace) -> None:
 def measure_rss(args: argparse.Namespace, method: str) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--rss", method, "--device", args.device, "--size", args.size]
     cmd += ["--model", args.model, "--precision", args.precision, "--scale", str(args.scale)]
+    cmd += ["--engine", args.engine]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=3600)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -304,6 +305,7 @@ def main() -> None:
         "--model", default="vdsr", help="vdsr (bundled), random (full-size VDSR) or a checkpoint"
     )
     parser.add_argument("--precision", default="auto", choices=policy.PRECISIONS)
+    parser.add_argument("--engine", default="auto", help="auto, torch, winograd, ... (--engine)")
     parser.add_argument("--scale", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; best is kept")
     parser.add_argument(
@@ -329,7 +331,7 @@ def main() -> None:
         images.PNG_COMPRESS_LEVEL = args.png_level
     device = torch.device(args.device)
     lm = load(args.model)
-    pm = pipeline.prepare_model(lm, device=device, precision=args.precision)
+    pm = pipeline.prepare_model(lm, device=device, precision=args.precision, engine=args.engine)
     naive = load(args.model).module.to(device).eval()
     w, h = parse_size(args.size)
     hr, x = test_input(w, h, args.scale)
@@ -337,11 +339,14 @@ def main() -> None:
     mpx = x.shape[-1] * x.shape[-2] / 1e6
     load_avg = os.getloadavg()
     print(
-        f"sruc throughput: {args.model} on {device} ({pm.precision}), {x.shape[-1]}x{x.shape[-2]} "
+        f"sruc throughput: {args.model} on {device} ({pm.precision}, engine {pm.engine}), "
+        f"{x.shape[-1]}x{x.shape[-2]} "
         f"output, {torch.get_num_threads()} threads, torch {torch.__version__}; "
         f"load average {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}"
     )
-    results: dict[str, Any] = {"device": str(device), "precision": pm.precision}
+    results: dict[str, Any] = {
+        "device": str(device), "precision": pm.precision, "engine": pm.engine
+    }  # fmt: skip
     results["model"] = args.model
 
     if args.batch_only:
