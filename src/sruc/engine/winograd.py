@@ -168,7 +168,7 @@ class Plan:
                         pixels=[o6[:, k] for k in range(4)],
                         pixels_tmp=[to[k, :, :t].view(4, n, na, tw, c) for k in range(4)],
                         out=out,
-                        bias_at=mv[1, 1],
+                        bias_at=mt[_BIAS_AT],
                     )
                 )
             self.strips.append(steps)
