@@ -228,3 +228,18 @@ def test_default_fp32_tiles_have_no_seams_and_keep_the_psnr() -> None:
         return psnr(chw, torch.from_numpy(hr.astype(np.int16)).permute(2, 0, 1), shave=3)
 
     assert abs(db(outs[("auto", 48)]) - db(outs[("torch", 0)])) < 1e-3
+
+
+def test_batch_reports_the_engine(tmp_path: Path) -> None:
+    from sruc.batch.run import run_batch
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(smooth_rgb(20, 24, seed=i)).save(folder / f"p{i}.png")
+    for engine, want in (("auto", "winograd"), ("torch", "torch")):
+        out = tmp_path / f"out-{engine}"
+        report = run_batch([folder], out, 2, model="vdsr", precision="fp32", engine=engine)
+        doc = report.to_json()
+        assert report.exit_code == 0 and doc["engine"] == want, doc
+        assert [item["engine"] for item in doc["files"]] == [want, want]
