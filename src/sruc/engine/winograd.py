@@ -216,7 +216,6 @@ class WinogradStack:
             (transform_weights(w), None if b is None else b.detach().float().cpu(), relu)
             for w, b, relu in layers
         ]
-        self.channels = int(layers[0][0].shape[0])
         self._plan: Plan | None = None
         self._lock = threading.Lock()
 
