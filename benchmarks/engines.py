@@ -5,7 +5,9 @@ Routes (VDSR 20 x 3x3 x 64, the release weights, one square tile, float32 in and
 - naive fp32: the plain nn.Module, NCHW, whole tile (the reference, 1.00x);
 - sruc torch fp32 direct: engine/fused.ConvChain (oneDNN direct, channels-last), the default;
 - sruc --engine winograd: ConvChain with the 18 middle layers through engine/winograd.py,
-  Winograd F(4x4,3x3) written in torch (route (b) of issue 25);
+  Winograd F(4x4,3x3) (route (b) of issue 25), its transforms compiled from engine/winograd.c
+  (engine/native.py; what `auto` runs in fp32) and, as a second route, written as PyTorch
+  additions (what runs where no C compiler works);
 - sruc --engine nnpack: ConvChain with NNPACK's Winograd F(6x6,3x3) where it initialises;
 - sruc torch bf16: ConvChain in bf16 (where the CPU can run bf16 under the caps);
 - onnxruntime fp32, openvino fp32: sruc's engines (engine/runtimes.py), the graph from
@@ -111,9 +113,17 @@ def routes(threads: int, cache: str) -> tuple[dict[str, Route], list[str]]:
     notes: list[str] = []
     direct = ConvChain.of(module, torch.float32, cpu)
     out["sruc torch fp32 direct (oneDNN, the default)"] = direct
-    out["sruc --engine winograd (F(4x4,3x3))"] = ConvChain.of(
-        module, torch.float32, cpu, conv3x3="winograd"
-    )
+    from sruc.engine import native
+
+    wino = ConvChain.of(module, torch.float32, cpu, conv3x3="winograd")
+    if native.kernels() is not None:
+        out["sruc --engine winograd (F(4x4,3x3), compiled transforms)"] = wino
+        wino = ConvChain.of(module, torch.float32, cpu, conv3x3="winograd")
+    else:
+        notes.append(f"compiled Winograd transforms: {native.status()}")
+    for _, stack in wino.stacks.values():
+        stack.kernels = None  # the same chain with the transforms as PyTorch additions
+    out["sruc --engine winograd (F(4x4,3x3), PyTorch transforms)"] = wino
     nnpack = ConvChain.of(module, torch.float32, cpu, conv3x3="nnpack")
     if any(c.nnpack for c in nnpack.convs):
         out["sruc --engine nnpack"] = nnpack
@@ -167,6 +177,10 @@ def header(threads: int) -> None:
         f"bf16 native: {cpu_has_native_bf16()}, bf16 runnable: {cpu_can_run_bf16()}, "
         f"NNPACK Winograd: {winograd_available()}"
     )
+    from sruc.engine import native
+
+    native.kernels()
+    print(f"Winograd transforms: {native.status()}")
     try:
         import openvino as ov
 

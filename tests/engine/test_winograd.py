@@ -12,11 +12,22 @@ from PIL import Image
 from torch import nn
 
 from helpers import smooth_rgb
-from sruc.engine import fused, winograd
+from sruc.engine import fused, native, winograd
 from sruc.engine.runtimes import EngineError, choose_engine
 from sruc.engine.winograd import WinogradStack, transform_weights
 
 CPU = torch.device("cpu")
+
+
+@pytest.fixture(params=["torch", "compiled"])
+def kernels(request: pytest.FixtureRequest) -> native.Kernels | None:
+    """Both ways to run the transforms: PyTorch additions, and winograd.c compiled."""
+    if request.param == "torch":
+        return None
+    k = native.kernels()
+    if k is None:
+        pytest.skip(f"compiled Winograd transforms: {native.status()}")
+    return k
 
 
 def _layers(count: int, channels: int, seed: int, bias: float = 0.1):
@@ -50,44 +61,52 @@ def _close(got: torch.Tensor, want: torch.Tensor) -> None:
 @pytest.mark.parametrize(
     ("n", "h", "w"), [(1, 1, 1), (1, 3, 5), (1, 4, 4), (2, 23, 31), (1, 40, 9), (3, 17, 16)]
 )
-def test_layers_equal_the_convolution_for_any_size(n: int, h: int, w: int) -> None:
+def test_layers_equal_the_convolution_for_any_size(
+    n: int, h: int, w: int, kernels: native.Kernels | None
+) -> None:
     layers = _layers(3, 16, seed=h * 100 + w)
     x = torch.rand(n, 16, h, w, generator=torch.Generator().manual_seed(1))
-    _close(WinogradStack(layers)(x), _reference(x, layers))
+    _close(WinogradStack(layers, kernels)(x), _reference(x, layers))
 
 
-def test_many_strips_and_a_short_last_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_many_strips_and_a_short_last_one(
+    monkeypatch: pytest.MonkeyPatch, kernels: native.Kernels | None
+) -> None:
     """A strip of blocks at a time: several strips, the last one shorter, give the
     same as one strip (and as the convolution)."""
     layers = _layers(2, 16, seed=3)
     x = torch.rand(2, 16, 37, 21, generator=torch.Generator().manual_seed(2))
-    whole = WinogradStack(layers)(x).clone()
+    whole = WinogradStack(layers, kernels)(x).clone()
     monkeypatch.setattr(winograd, "_STRIP_BLOCKS", 12)  # 6 blocks a row x 2 images: 1 row
-    plan = winograd.Plan(2, 37, 21, 16)
-    assert len(plan.strips[0]) == 10  # ceil(37 / 4) block rows
-    strips = WinogradStack(layers)(x)
+    plan = winograd.Plan(2, 37, 21, 16, kernels=kernels)
+    assert len(plan.rows if kernels else plan.strips[0]) == 10  # ceil(37 / 4) block rows
+    strips = WinogradStack(layers, kernels)(x)
     _close(strips, _reference(x, layers))
     assert torch.equal(strips, whole)
 
 
-def test_padding_past_the_image_is_zero_again_between_layers() -> None:
+def test_padding_past_the_image_is_zero_again_between_layers(
+    kernels: native.Kernels | None,
+) -> None:
     """The 4x4 blocks overhang an image whose size is not a multiple of 4; with a large
     positive bias the overhang would hold non-zero values that the next layer must not
     see as image."""
     layers = _layers(4, 16, seed=5, bias=2.0)
     x = torch.rand(1, 16, 10, 7, generator=torch.Generator().manual_seed(3))
-    _close(WinogradStack(layers)(x), _reference(x, layers))
+    _close(WinogradStack(layers, kernels)(x), _reference(x, layers))
 
 
-def test_no_bias_and_no_relu() -> None:
+def test_no_bias_and_no_relu(kernels: native.Kernels | None) -> None:
     layers = [(w, None, False) for w, _, _ in _layers(2, 16, seed=7)]
     x = torch.randn(1, 16, 12, 13, generator=torch.Generator().manual_seed(4))
-    _close(WinogradStack(layers)(x), _reference(x, layers))
+    _close(WinogradStack(layers, kernels)(x), _reference(x, layers))
 
 
-def test_a_stack_serves_one_geometry_after_another(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stack_serves_one_geometry_after_another(
+    monkeypatch: pytest.MonkeyPatch, kernels: native.Kernels | None
+) -> None:
     layers = _layers(2, 16, seed=8)
-    stack = WinogradStack(layers)
+    stack = WinogradStack(layers, kernels)
     g = torch.Generator().manual_seed(5)
     for shape in [(1, 16, 20, 20), (1, 16, 9, 30), (1, 16, 20, 20), (2, 16, 20, 20)]:
         x = torch.rand(*shape, generator=g)
@@ -124,6 +143,8 @@ def test_chain_runs_the_middle_layers_through_winograd() -> None:
     assert chain is not None
     assert [c.winograd for c in chain.convs] == [False, True, True, True, True, False]
     assert list(chain.stacks) == [1] and chain.stacks[1][0] == 5
+    # the transforms compiled where they can be
+    assert chain.stacks[1][1].kernels is native.kernels()
     x = torch.rand(2, 1, 29, 35, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want = model.double()(x.double())
@@ -136,11 +157,13 @@ def test_chain_runs_the_middle_layers_through_winograd() -> None:
         assert other is not None and not other.stacks
 
 
-def test_threads_sharing_one_stack_get_their_own_results() -> None:
+def test_threads_sharing_one_stack_get_their_own_results(
+    kernels: native.Kernels | None,
+) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     layers = _layers(3, 16, seed=9)
-    stack = WinogradStack(layers)
+    stack = WinogradStack(layers, kernels)
     g = torch.Generator().manual_seed(7)
     xs = [torch.rand(1, 16, 24 + 4 * (i % 3), 20, generator=g) for i in range(12)]
     with ThreadPoolExecutor(4) as pool:

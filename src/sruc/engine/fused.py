@@ -223,6 +223,11 @@ class ConvChain:
         self.convs = convs
         # Runs of Winograd layers, by the index of their first convolution.
         self.stacks: dict[int, tuple[int, WinogradStack]] = {}
+        kernels = None
+        if any(c.winograd for c in convs):  # their transforms compiled, where they can be
+            from sruc.engine.native import kernels as compiled
+
+            kernels = compiled()
         i = 0
         while i < len(convs):
             j = i
@@ -230,7 +235,7 @@ class ConvChain:
                 j += 1
             if j > i:
                 layers = [(c.weight, c.bias, c.relu) for c in convs[i:j]]
-                self.stacks[i] = (j, WinogradStack(layers))
+                self.stacks[i] = (j, WinogradStack(layers, kernels))
             i = max(j, i + 1)
         self.residual = residual
         self.dtype = dtype

@@ -84,6 +84,17 @@ def cpu_can_run_bf16(env: Mapping[str, str] | None = None) -> bool:
     return _cpu_flag("_is_avx512_supported") and rank >= _ONEDNN_ISAS.index("AVX512_CORE")
 
 
+def cpu_vector_isa(env: Mapping[str, str] | None = None) -> str:
+    """The widest x86 vector ISA this CPU has and the caps allow: ``"avx512"``,
+    ``"avx2"`` or ``"none"`` (what compiled kernels may use: :mod:`sruc.engine.native`)."""
+    rank = _isa_rank(os.environ if env is None else env)
+    if _cpu_flag("_is_avx512_supported") and rank >= _ONEDNN_ISAS.index("AVX512_CORE"):
+        return "avx512"
+    if _cpu_flag("_is_avx2_supported") and rank >= _ONEDNN_ISAS.index("AVX2"):
+        return "avx2"
+    return "none"
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``fp32``, ``bf16`` or ``fp16``: what ``precision`` means on ``device``.
 

@@ -149,20 +149,6 @@ def graph_name(lm: LoadedModel, engine: str) -> str:
     return f"{lm.arch}-{sha[:32]}-{engine}-opset{ONNX_OPSET}-sruc{__version__}.onnx"
 
 
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
-
-
-def _read_verified(path: Path) -> bytes | None:
-    """The graph at ``path`` if its bytes match the SHA-256 in its sidecar, else None."""
-    try:
-        data = path.read_bytes()
-        want = _sidecar(path).read_text().strip()
-    except OSError:
-        return None
-    return data if hashlib.sha256(data).hexdigest() == want else None
-
-
 def cached_graph(
     lm: LoadedModel, engine: str, cache_dir: str | os.PathLike[str] | None = None
 ) -> tuple[bytes, Path | None]:
@@ -175,20 +161,17 @@ def cached_graph(
     Returns:
         The graph's bytes, and where it is cached (None: not cached).
     """
-    from sruc.files.atomic import write_bytes
     from sruc.zoo import cache
     from sruc.zoo.export import onnx_graph
 
     folder = cache.cache_dir(cache_dir) / CACHE_SUBDIR
     path = folder / graph_name(lm, engine)
-    data = _read_verified(path)
+    data = cache.read_verified(path)
     if data is not None:
         return data, path
     data = onnx_graph(lm)
     try:
-        cache.check_writable(folder)
-        write_bytes(path, data)
-        write_bytes(_sidecar(path), (hashlib.sha256(data).hexdigest() + "\n").encode())
+        cache.write_verified(path, data)
     except (OSError, SrucError):  # a cache is optional: use the graph from memory
         return data, None
     return data, path

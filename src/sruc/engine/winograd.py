@@ -33,9 +33,12 @@ geometry (:class:`Plan`), and a :class:`WinogradStack` keeps the last plan.
 from __future__ import annotations
 
 import threading
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
+
+if TYPE_CHECKING:
+    from sruc.engine.native import Kernels
 
 #: The 6x3 kernel transform of F(4x4, 3x3) with the points 0, +-1, +-2 (Lavin & Gray);
 #: B^T and A^T are written out as additions in :func:`_input_rows` and :func:`_output_rows`.
@@ -118,9 +121,20 @@ class _Strip(NamedTuple):
 
 class Plan:
     """Buffers and views for one geometry: ``n`` images of ``height x width`` with
-    ``channels`` channels in and out of every layer."""
+    ``channels`` channels in and out of every layer. With ``kernels`` (and a multiple
+    of :data:`~sruc.engine.native.LANES` channels) the transforms run compiled."""
 
-    def __init__(self, n: int, height: int, width: int, channels: int, threads: int = 1) -> None:
+    def __init__(
+        self,
+        n: int,
+        height: int,
+        width: int,
+        channels: int,
+        threads: int = 1,
+        kernels: Kernels | None = None,
+    ) -> None:
+        from sruc.engine.native import LANES
+
         self.shape = (n, height, width, channels)
         self.threads = threads
         th, tw = -(-height // 4), -(-width // 4)
@@ -130,6 +144,14 @@ class Plan:
         blocks = _STRIP_BLOCKS * max(1, threads)
         rows = max(1, min(th, blocks // max(1, n * tw)))
         t_max = n * rows * tw
+        self.current = 0
+        self.kernels = kernels if kernels is not None and c % LANES == 0 else None
+        self.strips: list[list[_Strip]] = []
+        if self.kernels is not None:  # the compiled transforms need only v and m
+            self.v, self.m = torch.empty(36, t_max, c), torch.empty(36, t_max, c)
+            self.zero_bias = torch.zeros(c)
+            self.rows = [(a0, min(rows, th - a0)) for a0 in range(0, th, rows)]
+            return
         r = torch.empty(6, n, rows, wp, c)
         tr = torch.empty(2, n, rows, wp, c)  # scratch of the row transform
         tc = torch.empty(2, 6, n, rows, tw, c)  # and of the column transform
@@ -138,7 +160,6 @@ class Plan:
         q = torch.empty(4, 6, t_max, c)
         tq = torch.empty(4, 6, t_max, c)
         to = torch.empty(4, 4, t_max, c)
-        self.strips: list[list[_Strip]] = []
         for src, dst in ((self.bufs[0], self.bufs[1]), (self.bufs[1], self.bufs[0])):
             steps = []
             for a0 in range(0, th, rows):
@@ -172,7 +193,6 @@ class Plan:
                     )
                 )
             self.strips.append(steps)
-        self.current = 0
 
     def load(self, x: torch.Tensor) -> None:
         """Put ``x`` (N, C, H, W; any memory layout) in the first buffer."""
@@ -185,6 +205,9 @@ class Plan:
 
     def conv(self, u: torch.Tensor, bias: torch.Tensor | None, relu: bool) -> None:
         """One 3x3 convolution (padding 1) of the current buffer into the other."""
+        if self.kernels is not None:
+            self._conv_compiled(self.kernels, u, bias, relu)
+            return
         for st in self.strips[self.current]:
             _input_rows(st.rows_in, st.rows_out, st.rows_tmp)  # B^T d along the rows ...
             _input_rows(st.cols_in, st.cols_out, st.cols_tmp)  # ... and the columns
@@ -201,6 +224,31 @@ class Plan:
         dst[:, 1 + h :].zero_()  # the blocks' overhang past the image is padding again
         dst[:, :, 1 + w :].zero_()
 
+    def _conv_compiled(
+        self, k: Kernels, u: torch.Tensor, bias: torch.Tensor | None, relu: bool
+    ) -> None:
+        """:meth:`conv` with the fused transforms of ``winograd.c`` (which also zero the
+        blocks' overhang past the image)."""
+        n, h, w, c = self.shape
+        src, dst = self.bufs[self.current], self.bufs[1 - self.current]
+        _, hp, wp, _ = src.shape
+        tw = (wp - 2) // 4
+        v, m = self.v, self.m
+        stride = v.shape[1] * c
+        b = (self.zero_bias if bias is None else bias).contiguous()
+        threads = torch.get_num_threads()
+        for a0, na in self.rows:
+            t = n * na * tw
+            k.lib.sruc_wino_in(
+                src.data_ptr(), hp, wp, c, a0, na, tw, n, v.data_ptr(), stride, threads
+            )
+            torch.bmm(v[:, :t], u, out=m[:, :t])
+            k.lib.sruc_wino_out(
+                m.data_ptr(), stride, b.data_ptr(), int(relu), a0, na, tw, n, h, w,
+                dst.data_ptr(), hp, wp, c, threads,
+            )  # fmt: skip
+        self.current = 1 - self.current
+
     def result(self) -> torch.Tensor:
         """The current buffer's image as an (N, C, H, W) view of NHWC memory."""
         _, h, w, _ = self.shape
@@ -211,7 +259,14 @@ class WinogradStack:
     """Consecutive 3x3, padding-1 convolutions of ``C -> C`` channels, each optionally
     followed by a ReLU, through F(4x4, 3x3) in float32 on the CPU."""
 
-    def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor | None, bool]]) -> None:
+    def __init__(
+        self,
+        layers: list[tuple[torch.Tensor, torch.Tensor | None, bool]],
+        kernels: Kernels | None = None,
+    ) -> None:
+        """``kernels``: the compiled transforms (:func:`sruc.engine.native.kernels`), or
+        None for the PyTorch ones."""
+        self.kernels = kernels
         self.layers = [
             (transform_weights(w), None if b is None else b.detach().float().cpu(), relu)
             for w, b, relu in layers
@@ -228,7 +283,7 @@ class WinogradStack:
         with self._lock:
             if self._plan is None or (self._plan.shape, self._plan.threads) != (key, threads):
                 self._plan = None  # free the old buffers before making the new ones
-                self._plan = Plan(n, h, w, c, threads)
+                self._plan = Plan(n, h, w, c, threads, self.kernels)
             plan = self._plan
             plan.load(x)
             for u, b, relu in self.layers:

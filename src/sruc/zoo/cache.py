@@ -176,6 +176,35 @@ def _fsync_dir(folder: Path) -> None:
 # --- hashing -------------------------------------------------------------------------------
 
 
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def read_verified(path: Path) -> bytes | None:
+    """A derived file kept in the cache (an exported graph, a compiled kernel library):
+    its bytes if they match the SHA-256 in its ``.sha256`` sidecar, else None (missing,
+    damaged or tampered: the caller makes it again)."""
+    try:
+        data = path.read_bytes()
+        want = _sidecar(path).read_text().strip()
+    except OSError:
+        return None
+    return data if hashlib.sha256(data).hexdigest() == want else None
+
+
+def write_verified(path: Path, data: bytes) -> None:
+    """Keep ``data`` at ``path`` with its SHA-256 sidecar, each written atomically.
+
+    Raises:
+        OSError, SrucError: the folder cannot be written.
+    """
+    from sruc.files.atomic import write_bytes
+
+    check_writable(path.parent)
+    write_bytes(path, data)
+    write_bytes(_sidecar(path), (hashlib.sha256(data).hexdigest() + "\n").encode())
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """The SHA-256 of a file in hex, read in chunks (never the whole file in memory)."""
     h = hashlib.sha256()

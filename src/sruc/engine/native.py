@@ -1,0 +1,239 @@
+"""Compiled kernels: the fused Winograd transforms of ``winograd.c``, built on first use.
+
+PyTorch has no fused operation for Winograd's input and output transforms; as
+whole-tensor additions (``winograd.py``) they take 22 passes over memory and
+half of each layer's time. ``winograd.c`` does each transform in one pass. It is
+compiled here, once per machine, with the C compiler found (``$CC``, else
+``cc``, ``gcc`` or ``clang``) and OpenMP where the compiler has it, for the
+vector instructions the CPU may use (AVX-512 or AVX2 on x86, honouring the
+``ONEDNN_MAX_CPU_ISA`` / ``ATEN_CPU_CAPABILITY`` caps as the rest of sruc
+does), and loaded with ctypes. No compiler, a failed build, or kernels that do
+not match the PyTorch transforms on a small check: sruc runs the PyTorch
+transforms (the same results, slower) and :func:`status` says why.
+
+The library is kept in the weights cache (``native/``), named by the SHA-256 of
+its source, compiler, flags and machine, with a ``.sha256`` sidecar: a damaged
+or tampered file is rebuilt, never loaded. ``SRUC_NATIVE=0`` turns all of this
+off. On Linux the library's OpenMP is PyTorch's own ``libgomp`` (the same
+soname, already loaded), so the two share one pool of threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Set to ``0`` to never build or load compiled kernels.
+ENV_NATIVE = "SRUC_NATIVE"
+#: The C source, shipped in the package.
+SOURCE = Path(__file__).with_name("winograd.c")
+#: Where the compiled library is kept, under the weights cache.
+CACHE_SUBDIR = "native"
+#: Channels are processed 16 at a time: layers whose width is not a multiple of
+#: this run the PyTorch transforms.
+LANES = 16
+#: How long a build may take before it is given up.
+BUILD_TIMEOUT_S = 120
+
+_I64 = ctypes.c_int64
+_PTR = ctypes.c_void_p
+_status = "not tried yet"
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """The loaded library and how it was built."""
+
+    lib: ctypes.CDLL
+    path: Path | None  # where it is cached (None: not cached)
+    compiler: str
+    flags: tuple[str, ...]
+
+    @property
+    def openmp(self) -> bool:
+        return "-fopenmp" in self.flags
+
+    def describe(self) -> str:
+        isa = " ".join(f for f in self.flags if f.startswith("-m")) or "default ISA"
+        threads = "OpenMP" if self.openmp else "one thread"
+        return f"compiled ({Path(self.compiler).name}, {isa}, {threads})"
+
+
+def status() -> str:
+    """What :func:`kernels` found, in words: how the kernels were built, or why not."""
+    return _status
+
+
+def _compiler(env: Mapping[str, str]) -> str | None:
+    cc = env.get("CC", "").strip()
+    if cc:
+        return shutil.which(cc)
+    for name in ("cc", "gcc", "clang"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def isa_flags(env: Mapping[str, str] | None = None) -> list[str]:
+    """The compiler's vector-ISA flags for this CPU, within sruc's ISA caps."""
+    from sruc.engine.precision import cpu_vector_isa
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return []  # aarch64: NEON is the baseline
+    isa = cpu_vector_isa(env)
+    if isa == "avx512":
+        return ["-mavx512f", "-mavx512vl", "-mavx2", "-mfma"]
+    if isa == "avx2":
+        return ["-mavx2", "-mfma"]
+    return []
+
+
+def _version(cc: str) -> str:
+    try:
+        done = subprocess.run(
+            [cc, "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stdout.splitlines()[0] if done.stdout else ""
+
+
+def _key(source: bytes, cc: str, version: str, flags: list[str]) -> str:
+    h = hashlib.sha256(source)
+    for part in (cc, version, " ".join(flags), platform.machine(), platform.system()):
+        h.update(b"\0" + part.encode())
+    return h.hexdigest()
+
+
+def _build(cc: str, flags: list[str], out: Path) -> str | None:
+    """Compile :data:`SOURCE` into ``out``; None, or the compiler's complaint."""
+    cmd = [cc, "-O3", "-std=c99", "-shared", "-fPIC", *flags, str(SOURCE), "-o", str(out)]
+    try:
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False
+        )
+    except (OSError, subprocess.SubprocessError) as e:
+        return str(e)
+    if done.returncode != 0 or not out.is_file():
+        lines = (done.stderr or done.stdout or "").strip().splitlines()
+        return lines[0] if lines else f"exit status {done.returncode}"
+    return None
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    lib.sruc_wino_version.restype = ctypes.c_int
+    lib.sruc_wino_in.argtypes = [_PTR, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _PTR, _I64]
+    lib.sruc_wino_in.argtypes += [ctypes.c_int]
+    lib.sruc_wino_in.restype = None
+    lib.sruc_wino_out.argtypes = [_PTR, _I64, _PTR, ctypes.c_int, _I64, _I64, _I64, _I64]
+    lib.sruc_wino_out.argtypes += [_I64, _I64, _PTR, _I64, _I64, _I64, ctypes.c_int]
+    lib.sruc_wino_out.restype = None
+
+
+def _load(path: Path) -> ctypes.CDLL | None:
+    try:
+        lib = ctypes.CDLL(str(path))
+        _declare(lib)
+        return lib if lib.sruc_wino_version() == 1 else None
+    except (OSError, AttributeError):
+        return None
+
+
+def _self_check(k: Kernels) -> bool:
+    """Whether the kernels give the PyTorch transforms' result on a small stack."""
+    import torch
+
+    from sruc.engine.winograd import Plan, transform_weights
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, LANES, 9, 7, generator=g)
+    w = torch.randn(LANES, LANES, 3, 3, generator=g) * 0.2
+    b = torch.randn(LANES, generator=g)
+    u = transform_weights(w)
+    out = []
+    for kernels in (None, k):
+        plan = Plan(2, 9, 7, LANES, 1, kernels=kernels)
+        plan.load(x)
+        plan.conv(u, b, True)
+        plan.conv(u, None, False)
+        out.append(plan.bufs[plan.current].clone())  # the padding too: it must stay zero
+    return bool(torch.allclose(out[0], out[1], rtol=1e-4, atol=1e-4))
+
+
+def _find(env: Mapping[str, str], cache_dir: Path) -> tuple[Kernels | None, str]:
+    if env.get(ENV_NATIVE, "").strip() == "0":
+        return None, f"off ({ENV_NATIVE}=0)"
+    cc = _compiler(env)
+    if cc is None:
+        return None, "no C compiler found (set CC to one)"
+    try:
+        source = SOURCE.read_bytes()
+    except OSError as e:
+        return None, f"cannot read {SOURCE.name}: {e.strerror or e}"
+    from sruc.zoo import cache
+
+    version, isa = _version(cc), isa_flags(env)
+    complaint = ""
+    for flags in ([*isa, "-fopenmp"], isa):
+        name = f"winograd-{_key(source, cc, version, flags)[:24]}.so"
+        path = cache_dir / CACHE_SUBDIR / name
+        lib = _load(path) if cache.read_verified(path) is not None else None
+        where: Path | None = path
+        if lib is None:
+            with tempfile.TemporaryDirectory(prefix="sruc-native-") as tmp:
+                built = Path(tmp) / name
+                failed = _build(cc, flags, built)
+                if failed is not None:
+                    complaint = failed
+                    continue
+                try:
+                    cache.write_verified(path, built.read_bytes())
+                except Exception:  # a cache is optional: load from the build folder
+                    where = None
+                lib = _load(path if where is not None else built)
+        if lib is None:
+            complaint = f"the built library {name} does not load"
+            continue
+        k = Kernels(lib, where, cc, tuple(flags))
+        if not _self_check(k):
+            if where is not None:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            return None, "the compiled kernels did not match the PyTorch transforms"
+        return k, k.describe()
+    return None, f"the C compiler failed ({Path(cc).name}: {complaint})"
+
+
+@functools.lru_cache(maxsize=1)
+def kernels() -> Kernels | None:
+    """The compiled Winograd transforms, built or loaded once per process; None where
+    they cannot be (then :func:`status` says why and the PyTorch transforms run)."""
+    global _status
+    from sruc.zoo.cache import cache_dir
+
+    try:
+        found, _status = _find(os.environ, cache_dir())
+    except Exception as e:  # a faster path that is not there is never an error
+        found, _status = None, f"not built: {type(e).__name__}: {e}"
+    return found
+
+
+def reset() -> None:
+    """Forget the kernels found (tests; a changed ``$CC`` or cache folder)."""
+    global _status
+    kernels.cache_clear()
+    _status = "not tried yet"
+
+
+__all__ = ["ENV_NATIVE", "LANES", "Kernels", "isa_flags", "kernels", "reset", "status"]

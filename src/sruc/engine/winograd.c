@@ -1,0 +1,131 @@
+/* Fused Winograd F(4x4, 3x3) transforms for sruc (src/sruc/engine/winograd.py).
+ *
+ * Compiled on first use by sruc.engine.native with the machine's C compiler and
+ * called through ctypes; where no compiler works, winograd.py runs the same
+ * transforms as whole-tensor PyTorch additions. Each function does in one pass
+ * over memory what the PyTorch version does in 12 (input) or 10 (output):
+ *
+ *   wino_in:  V[i*6+j][t][c] = (B^T d B)[i][j], d = the 6x6 window of block t
+ *   wino_out: y = A^T M A + bias, then ReLU, into the 4x4 output block
+ *
+ * B^T and A^T are those of the points 0, +-1, +-2 (Lavin & Gray, CVPR 2016).
+ * Layout: activations are zero-padded NHWC (n, hp, wp, C), 4 blocks per 4 pixels,
+ * one pixel of padding; V and M are (36, T, C) with a stride vs (or ms) between
+ * their 36 planes. C must be a multiple of 16 (the caller checks).
+ */
+#include <stdint.h>
+
+#define BT(d0, d1, d2, d3, d4, d5, o0, o1, o2, o3, o4, o5)                      \
+    {                                                                            \
+        float a_ = (d4) - 4.f * (d2), b_ = (d3) - 4.f * (d1);                   \
+        float e_ = (d4) - (d2), f_ = (d3) - (d1);                                \
+        o0 = 4.f * (d0) - 5.f * (d2) + (d4);                                     \
+        o1 = a_ + b_;                                                            \
+        o2 = a_ - b_;                                                            \
+        o3 = e_ + 2.f * f_;                                                      \
+        o4 = e_ - 2.f * f_;                                                      \
+        o5 = 4.f * (d1) - 5.f * (d3) + (d5);                                     \
+    }
+
+#define AT(m0, m1, m2, m3, m4, m5, y0, y1, y2, y3)                              \
+    {                                                                            \
+        float s12 = (m1) + (m2), d12 = (m1) - (m2);                              \
+        float s34 = (m3) + (m4), d34 = (m3) - (m4);                              \
+        y0 = (m0) + s12 + s34;                                                   \
+        y1 = d12 + 2.f * d34;                                                    \
+        y2 = s12 + 4.f * s34;                                                    \
+        y3 = d12 + 8.f * d34 + (m5);                                             \
+    }
+
+#define LANES 16
+
+int sruc_wino_version(void) { return 1; }
+
+/* Blocks a0 .. a0+na-1 (rows) x 0 .. tw-1 (columns) of nimg images of x into v. */
+void sruc_wino_in(const float *restrict x, int64_t hp, int64_t wp, int64_t C,
+                  int64_t a0, int64_t na, int64_t tw, int64_t nimg,
+                  float *restrict v, int64_t vs, int threads)
+{
+    const int64_t per = na * tw, T = nimg * per, rs = wp * C;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t t = 0; t < T; t++) {
+        const int64_t n = t / per, r = t % per, a = a0 + r / tw, b = r % tw;
+        const float *xb = x + ((n * hp + 4 * a) * wp + 4 * b) * C;
+        float *vb = v + t * C;
+        for (int64_t c0 = 0; c0 < C; c0 += LANES) {
+            float s[6][6][LANES];
+            for (int j = 0; j < 6; j++) {
+                const float *p = xb + j * C + c0;
+#pragma omp simd
+                for (int c = 0; c < LANES; c++)
+                    BT(p[c], p[rs + c], p[2 * rs + c], p[3 * rs + c], p[4 * rs + c],
+                       p[5 * rs + c], s[0][j][c], s[1][j][c], s[2][j][c], s[3][j][c],
+                       s[4][j][c], s[5][j][c]);
+            }
+            for (int i = 0; i < 6; i++) {
+                float *o = vb + (int64_t)(i * 6) * vs + c0;
+#pragma omp simd
+                for (int c = 0; c < LANES; c++)
+                    BT(s[i][0][c], s[i][1][c], s[i][2][c], s[i][3][c], s[i][4][c],
+                       s[i][5][c], o[c], o[vs + c], o[2 * vs + c], o[3 * vs + c],
+                       o[4 * vs + c], o[5 * vs + c]);
+            }
+        }
+    }
+}
+
+/* The products m of the same blocks, transformed back (+ bias, ReLU) into dst;
+ * the pixels of blocks that hang past the h x w image are written as zeros. */
+void sruc_wino_out(const float *restrict m, int64_t ms, const float *restrict bias, int relu,
+                   int64_t a0, int64_t na, int64_t tw, int64_t nimg, int64_t h, int64_t w,
+                   float *restrict dst, int64_t hp, int64_t wp, int64_t K, int threads)
+{
+    const int64_t per = na * tw, T = nimg * per, rs = wp * K;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t t = 0; t < T; t++) {
+        const int64_t n = t / per, r = t % per, a = a0 + r / tw, b = r % tw;
+        const int64_t y = 1 + 4 * a, z = 1 + 4 * b;
+        float *db = dst + ((n * hp + y) * wp + z) * K;
+        const float *mb = m + t * K;
+        for (int64_t k0 = 0; k0 < K; k0 += LANES) {
+            float q[4][6][LANES];
+            for (int j = 0; j < 6; j++) {
+                const float *p = mb + j * ms + k0;
+#pragma omp simd
+                for (int c = 0; c < LANES; c++)
+                    AT(p[c], p[6 * ms + c], p[12 * ms + c], p[18 * ms + c], p[24 * ms + c],
+                       p[30 * ms + c], q[0][j][c], q[1][j][c], q[2][j][c], q[3][j][c]);
+            }
+            const float *bk = bias + k0;
+            for (int pp = 0; pp < 4; pp++) {
+                float *o = db + pp * rs + k0;
+#pragma omp simd
+                for (int c = 0; c < LANES; c++) {
+                    float y0, y1, y2, y3;
+                    AT(q[pp][0][c], q[pp][1][c], q[pp][2][c], q[pp][3][c], q[pp][4][c],
+                       q[pp][5][c], y0, y1, y2, y3);
+                    y0 += bk[c];
+                    y1 += bk[c];
+                    y2 += bk[c];
+                    y3 += bk[c];
+                    if (relu) {
+                        y0 = y0 > 0.f ? y0 : 0.f;
+                        y1 = y1 > 0.f ? y1 : 0.f;
+                        y2 = y2 > 0.f ? y2 : 0.f;
+                        y3 = y3 > 0.f ? y3 : 0.f;
+                    }
+                    o[c] = y0;
+                    o[K + c] = y1;
+                    o[2 * K + c] = y2;
+                    o[3 * K + c] = y3;
+                }
+            }
+        }
+        if (y + 3 > h || z + 3 > w) /* the block hangs past the image: that is padding */
+            for (int pp = 0; pp < 4; pp++)
+                for (int qq = 0; qq < 4; qq++)
+                    if (y + pp > h || z + qq > w)
+                        for (int64_t k = 0; k < K; k++)
+                            db[pp * rs + qq * K + k] = 0.f;
+    }
+}

@@ -1,0 +1,148 @@
+"""The compiled Winograd transforms (engine/native.py): built once, cached verified,
+and every way they can be missing falls back to the PyTorch transforms."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from sruc.engine import native
+from sruc.engine.winograd import WinogradStack, transform_weights
+
+needs_cc = pytest.mark.skipif(
+    shutil.which("cc") is None and shutil.which("gcc") is None and shutil.which("clang") is None,
+    reason="no C compiler on this machine",
+)
+
+
+@pytest.fixture
+def fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty cache folder and no kernels remembered; the session's are restored after."""
+    monkeypatch.setenv("SRUC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv(native.ENV_NATIVE, raising=False)
+    native.reset()
+    yield tmp_path / "cache" / native.CACHE_SUBDIR
+    native.reset()
+
+
+def _libraries(folder: Path) -> list[Path]:
+    return sorted(folder.glob("winograd-*.so"))
+
+
+def _stack_result(kernels: native.Kernels | None) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(32, 32, 3, 3, generator=g) * 0.1
+    b = torch.randn(32, generator=g)
+    x = torch.rand(1, 32, 13, 10, generator=g)
+    return WinogradStack([(w, b, True), (w, None, False)], kernels)(x)
+
+
+@needs_cc
+def test_built_once_cached_with_its_hash_and_loaded_after(fresh: Path) -> None:
+    k = native.kernels()
+    assert k is not None and native.status().startswith("compiled")
+    (lib,) = _libraries(fresh)
+    assert k.path == lib
+    sidecar = lib.with_name(lib.name + ".sha256").read_text().strip()
+    assert sidecar == hashlib.sha256(lib.read_bytes()).hexdigest()
+    stamp = lib.stat().st_mtime_ns
+    native.reset()
+    assert native.kernels() is not None
+    assert lib.stat().st_mtime_ns == stamp  # loaded, not built again
+    torch.testing.assert_close(_stack_result(k), _stack_result(None), rtol=1e-5, atol=1e-5)
+
+
+@needs_cc
+def test_a_damaged_cached_library_is_rebuilt_never_loaded(fresh: Path) -> None:
+    assert native.kernels() is not None
+    (lib,) = _libraries(fresh)
+    good = lib.read_bytes()
+    # A truncated file (a full disk, a crash), as a new file: this process has the old
+    # one mapped, and truncating a mapped library in place would crash it (SIGBUS), which
+    # is why the cache is only ever written by rename.
+    lib.unlink()
+    lib.write_bytes(good[: len(good) // 2])
+    native.reset()
+    assert native.kernels() is not None
+    assert hashlib.sha256(lib.read_bytes()).hexdigest() == hashlib.sha256(good).hexdigest()
+
+
+@needs_cc
+def test_an_unwritable_cache_still_gives_kernels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("SRUC_CACHE_DIR", str(blocker))
+    native.reset()
+    try:
+        k = native.kernels()
+        assert k is not None and k.path is None  # loaded from the build folder
+    finally:
+        native.reset()
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"SRUC_NATIVE": "0"}, "off (SRUC_NATIVE=0)"),
+        ({"CC": "/nonexistent/cc"}, "no C compiler found"),
+        ({"CC": "false"}, "the C compiler failed"),
+    ],
+)
+def test_no_kernels_means_the_pytorch_transforms(
+    fresh: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], said: str
+) -> None:
+    if env.get("CC") == "false" and shutil.which("false") is None:
+        pytest.skip("no `false` command")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert native.kernels() is None
+    assert said in native.status()
+    assert _libraries(fresh) == []
+    # the stack runs all the same (the engine does not change)
+    want = _stack_result(None)
+    assert torch.equal(_stack_result(native.kernels()), want)
+
+
+@needs_cc
+def test_kernels_that_fail_their_check_are_not_used_and_not_kept(
+    fresh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(native, "_self_check", lambda k: False)
+    assert native.kernels() is None
+    assert "did not match" in native.status()
+    assert _libraries(fresh) == []
+
+
+def test_an_odd_channel_count_runs_the_pytorch_transforms() -> None:
+    from sruc.engine.winograd import Plan
+
+    class Fake:  # never called: 12 channels are not a multiple of LANES
+        pass
+
+    plan = Plan(1, 8, 8, 12, kernels=Fake())  # type: ignore[arg-type]
+    assert plan.kernels is None and plan.strips
+    u = transform_weights(torch.randn(12, 12, 3, 3))
+    plan.load(torch.rand(1, 12, 8, 8))
+    plan.conv(u, None, True)
+
+
+def test_isa_flags_honour_the_caps(monkeypatch: pytest.MonkeyPatch) -> None:
+    import platform
+
+    from sruc.engine import precision
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(precision, "_cpu_flag", lambda name: True)  # an AVX-512 CPU
+    assert "-mavx512f" in native.isa_flags({})
+    capped = native.isa_flags({"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert capped == ["-mavx2", "-mfma"]
+    assert native.isa_flags({"ATEN_CPU_CAPABILITY": "avx2"}) == capped
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert native.isa_flags({}) == []
