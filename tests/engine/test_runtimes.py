@@ -66,7 +66,12 @@ def test_auto_is_torch_where_torch_is_fastest(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(runtimes, "installed", lambda e: True)
     assert choose_engine("auto", torch.device("cuda"), "fp16") == "torch"
     assert choose_engine("auto", torch.device("cuda"), "fp32") == "torch"
+    # bf16 on a CPU: Winograd with bf16 products needs the compiled transforms
+    monkeypatch.setattr(runtimes, "_compiled_winograd", lambda: False)
     assert choose_engine("auto", CPU, "bf16") == "torch"
+    monkeypatch.setattr(runtimes, "_compiled_winograd", lambda: True)
+    assert choose_engine("auto", CPU, "bf16") == "winograd"
+    assert choose_engine("auto", CPU, "fp16") == "torch"
 
 
 def test_auto_is_winograd_on_fp32_cpus_whatever_is_installed(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,9 @@ from torch import nn
 
 from sruc import archs
 from sruc.engine.winograd import WinogradStack, eligible
+
+if TYPE_CHECKING:
+    from sruc.engine.native import Kernels
 
 #: Fewest input channels oneDNN handles on its fast path: it runs a one-channel
 #: 3x3 convolution at 7 MP/s in bf16 on the 2-core AMX Xeon, against 94 MP/s
@@ -219,15 +222,20 @@ class ConvChain:
         dtype: torch.dtype,
         device: torch.device,
         in_channels: int,
+        kernels: Kernels | None = None,
+        products: torch.dtype = torch.float32,
     ) -> None:
+        """``kernels``: the compiled Winograd transforms, found here when None;
+        ``products``: the dtype of the Winograd layers' matrix products (bfloat16
+        needs ``kernels``: :meth:`of` gives both)."""
         self.convs = convs
+        self.products = products
         # Runs of Winograd layers, by the index of their first convolution.
         self.stacks: dict[int, tuple[int, WinogradStack]] = {}
-        kernels = None
-        if any(c.winograd for c in convs):  # their transforms compiled, where they can be
+        if any(c.winograd for c in convs) and kernels is None:
             from sruc.engine.native import kernels as compiled
 
-            kernels = compiled()
+            kernels = compiled()  # their transforms compiled, where they can be
         i = 0
         while i < len(convs):
             j = i
@@ -235,7 +243,7 @@ class ConvChain:
                 j += 1
             if j > i:
                 layers = [(c.weight, c.bias, c.relu) for c in convs[i:j]]
-                self.stacks[i] = (j, WinogradStack(layers, kernels))
+                self.stacks[i] = (j, WinogradStack(layers, kernels, products))
             i = max(j, i + 1)
         self.residual = residual
         self.dtype = dtype
@@ -268,6 +276,17 @@ class ConvChain:
         # winograd_available() also initialises NNPACK, which its op does not do itself.
         nnpack = conv3x3 == "nnpack" and fp32_cpu and winograd_available()
         ours = conv3x3 == "winograd" and fp32_cpu
+        kernels, products = None, torch.float32
+        if conv3x3 == "winograd" and device.type == "cpu" and dtype == torch.bfloat16:
+            # bf16 products, with the compiled transforms only (else direct bf16); the
+            # rest of the chain (first and last layers, activations) stays float32,
+            # which halves the bf16 loss for a few percent of the time (README "Speed")
+            from sruc.engine.native import LANES
+            from sruc.engine.native import kernels as compiled
+
+            kernels = compiled()
+            if kernels is not None:
+                ours, products, dtype = True, torch.bfloat16, torch.float32
         convs = []
         for i, (conv, relu) in enumerate(layers):
             pad = plain_padding(conv)
@@ -277,13 +296,16 @@ class ConvChain:
             big3x3 = tuple(w.shape[2:]) == (3, 3) and min(w.shape[:2]) >= WINOGRAD_MIN_CHANNELS
             on_nnpack = nnpack and big3x3
             on_ours = ours and eligible(w, pad, WINOGRAD_MIN_CHANNELS)
+            if products != torch.float32:  # bf16 products: whole compiled lanes only
+                on_ours = on_ours and w.shape[0] % LANES == 0
             if i == 0 and device.type == "cpu" and w.shape[1] < CPU_MIN_IN_CHANNELS:
                 w = F.pad(w, (0, 0, 0, 0, 0, CPU_MIN_IN_CHANNELS - w.shape[1]))  # zero weights
             layout = torch.contiguous_format if on_nnpack else torch.channels_last
             w = w.to(device, dtype).contiguous(memory_format=layout)
             b = conv.bias.detach().to(device, dtype) if conv.bias is not None else None
             convs.append(_Conv(w, b, pad, relu, on_nnpack, on_ours))
-        return cls(convs, residual, dtype, device, int(convs[0].weight.shape[1]))
+        chans = int(convs[0].weight.shape[1])
+        return cls(convs, residual, dtype, device, chans, kernels, products)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         # x: (N, C, H, W) float32 on the chain's device
@@ -300,7 +322,7 @@ class ConvChain:
             c = self.convs[i]
             if i in self.stacks:
                 end, stack = self.stacks[i]
-                h = stack(h)  # channels-last, as the next layer reads it
+                h = stack(h)  # float32 channels-last, as the next layer reads it
                 i = end
                 continue
             i += 1

@@ -45,6 +45,8 @@ LANES = 16
 #: How long a build may take before it is given up.
 BUILD_TIMEOUT_S = 120
 
+#: What ``sruc_wino_version()`` of the current winograd.c returns.
+_VERSION = 2
 _I64 = ctypes.c_int64
 _PTR = ctypes.c_void_p
 _status = "not tried yet"
@@ -133,11 +135,12 @@ def _build(cc: str, flags: list[str], out: Path) -> str | None:
 
 def _declare(lib: ctypes.CDLL) -> None:
     lib.sruc_wino_version.restype = ctypes.c_int
+    i32 = ctypes.c_int
     lib.sruc_wino_in.argtypes = [_PTR, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _PTR, _I64]
-    lib.sruc_wino_in.argtypes += [ctypes.c_int]
+    lib.sruc_wino_in.argtypes += [i32, i32]
     lib.sruc_wino_in.restype = None
-    lib.sruc_wino_out.argtypes = [_PTR, _I64, _PTR, ctypes.c_int, _I64, _I64, _I64, _I64]
-    lib.sruc_wino_out.argtypes += [_I64, _I64, _PTR, _I64, _I64, _I64, ctypes.c_int]
+    lib.sruc_wino_out.argtypes = [_PTR, _I64, i32, _PTR, i32, _I64, _I64, _I64, _I64]
+    lib.sruc_wino_out.argtypes += [_I64, _I64, _PTR, _I64, _I64, _I64, i32]
     lib.sruc_wino_out.restype = None
 
 
@@ -145,7 +148,7 @@ def _load(path: Path) -> ctypes.CDLL | None:
     try:
         lib = ctypes.CDLL(str(path))
         _declare(lib)
-        return lib if lib.sruc_wino_version() == 1 else None
+        return lib if lib.sruc_wino_version() == _VERSION else None
     except (OSError, AttributeError):
         return None
 

@@ -218,7 +218,8 @@ def prepare_model(
         # A named engine runs fp32 on the CPU: refused here, before any loading, if it
         # is not installed or cannot run at a forced precision.
         choose_engine(engine, dev, "fp32" if precision == "auto" else precision)
-        candidate = "fp32"
+        if precision == "auto" or engine != "winograd":
+            candidate = "fp32"  # (winograd also runs a forced bf16: choose_engine said so)
     lm = model if isinstance(model, LoadedModel) else load_model(model, scale=scale)
     if lm.identity:
         identity: TileModel = lambda x: x  # noqa: E731
@@ -242,12 +243,24 @@ def prepare_model(
     if candidate == "fp32":
         return _fp32(lm, dev, precision, exact, engine, cache_dir, isinstance(exact, ConvChain))
     dtype = dtype_of(candidate)
-    chain = ConvChain.of(module, dtype, dev) if chain_ok else None
+    # bf16 3x3 layers through Winograd with bf16 products where auto (or winograd) says so
+    if engine in ("auto", "winograd") and choose_engine(engine, dev, candidate) == "winograd":
+        conv3x3 = "winograd"
+    else:
+        conv3x3 = "direct"
+    chain = ConvChain.of(module, dtype, dev, conv3x3=conv3x3) if chain_ok else None
     reduced: TileModel = chain if chain is not None else _Autocast(module, dtype, dev)
     if precision == "auto" and not _probe_passes(reduced, exact, dev):
         return _fp32(lm, dev, precision, exact, engine, cache_dir, isinstance(exact, ConvChain))
     return PreparedModel(
-        lm, dev, candidate, precision, reduced, exact, engine_fp32=_chain_engine(exact)
+        lm,
+        dev,
+        candidate,
+        precision,
+        reduced,
+        exact,
+        engine=_chain_engine(reduced),
+        engine_fp32=_chain_engine(exact),
     )
 
 

@@ -86,6 +86,12 @@ def check_engine(engine: str) -> str:
     return engine
 
 
+def _compiled_winograd() -> bool:
+    from sruc.engine.native import kernels
+
+    return kernels() is not None
+
+
 def choose_engine(engine: str, device: torch.device, precision: str) -> str:
     """The one engine policy: what ``engine`` means on ``device`` at a resolved ``precision``.
 
@@ -101,14 +107,19 @@ def choose_engine(engine: str, device: torch.device, precision: str) -> str:
     Raises:
         UsageError: an unknown engine.
         EngineError: an engine that is not installed, or asked for off the CPU or in
-            a reduced precision (the engines run fp32 on CPUs).
+            a reduced precision (the engines run fp32 on CPUs; ``winograd`` also bf16
+            where its transforms are compiled, :mod:`sruc.engine.native`).
     """
     check_engine(engine)
     if engine == "torch":
         return engine
     if engine == "auto":
-        # fp32 on a CPU: Winograd, the fastest fp32 route (README "Speed"); elsewhere torch
-        return "winograd" if device.type == "cpu" and precision == "fp32" else "torch"
+        # On a CPU, Winograd is the fastest route in fp32 (its transforms compiled or not)
+        # and in bf16 (compiled only: README "Speed"); elsewhere torch
+        cpu = device.type == "cpu"
+        if cpu and (precision == "fp32" or (precision == "bf16" and _compiled_winograd())):
+            return "winograd"
+        return "torch"
     if not installed(engine):
         if engine == "nnpack":
             raise EngineError(
@@ -118,6 +129,15 @@ def choose_engine(engine: str, device: torch.device, precision: str) -> str:
         raise EngineError(f"--engine {engine} needs the fast extra: {FAST_EXTRA}")
     if device.type != "cpu":
         raise EngineError(f"--engine {engine} runs on the CPU; use --engine torch on {device}")
+    if engine == "winograd" and precision == "bf16":
+        if _compiled_winograd():
+            return engine
+        from sruc.engine.native import status
+
+        raise EngineError(
+            f"--engine winograd runs bf16 only with its compiled transforms ({status()}); "
+            "use --precision fp32, or --engine torch for bf16"
+        )
     if precision != "fp32":
         raise EngineError(
             f"--engine {engine} runs fp32; use --precision fp32 or auto, or --engine torch "

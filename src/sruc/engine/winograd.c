@@ -11,9 +11,12 @@
  * B^T and A^T are those of the points 0, +-1, +-2 (Lavin & Gray, CVPR 2016).
  * Layout: activations are zero-padded NHWC (n, hp, wp, C), 4 blocks per 4 pixels,
  * one pixel of padding; V and M are (36, T, C) with a stride vs (or ms) between
- * their 36 planes. C must be a multiple of 16 (the caller checks).
+ * their 36 planes, float32, or bfloat16 (bf16 = 1: the products then run in bf16;
+ * V is rounded to nearest even, the transforms stay float32). C must be a multiple
+ * of 16 (the caller checks).
  */
 #include <stdint.h>
+#include <string.h>
 
 #define BT(d0, d1, d2, d3, d4, d5, o0, o1, o2, o3, o4, o5)                      \
     {                                                                            \
@@ -39,19 +42,37 @@
 
 #define LANES 16
 
-int sruc_wino_version(void) { return 1; }
+/* float32 <-> bfloat16 (round to nearest even; the values here are finite) */
+static inline uint16_t to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float from_bf16(uint16_t b)
+{
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+int sruc_wino_version(void) { return 2; }
 
 /* Blocks a0 .. a0+na-1 (rows) x 0 .. tw-1 (columns) of nimg images of x into v. */
 void sruc_wino_in(const float *restrict x, int64_t hp, int64_t wp, int64_t C,
                   int64_t a0, int64_t na, int64_t tw, int64_t nimg,
-                  float *restrict v, int64_t vs, int threads)
+                  void *restrict vout, int64_t vs, int bf16, int threads)
 {
     const int64_t per = na * tw, T = nimg * per, rs = wp * C;
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t t = 0; t < T; t++) {
         const int64_t n = t / per, r = t % per, a = a0 + r / tw, b = r % tw;
         const float *xb = x + ((n * hp + 4 * a) * wp + 4 * b) * C;
-        float *vb = v + t * C;
+        float *vb = (float *)vout + t * C;
+        uint16_t *hb = (uint16_t *)vout + t * C;
         for (int64_t c0 = 0; c0 < C; c0 += LANES) {
             float s[6][6][LANES];
             for (int j = 0; j < 6; j++) {
@@ -63,6 +84,22 @@ void sruc_wino_in(const float *restrict x, int64_t hp, int64_t wp, int64_t C,
                        s[4][j][c], s[5][j][c]);
             }
             for (int i = 0; i < 6; i++) {
+                if (bf16) {
+                    uint16_t *o = hb + (int64_t)(i * 6) * vs + c0;
+#pragma omp simd
+                    for (int c = 0; c < LANES; c++) {
+                        float o0, o1, o2, o3, o4, o5;
+                        BT(s[i][0][c], s[i][1][c], s[i][2][c], s[i][3][c], s[i][4][c],
+                           s[i][5][c], o0, o1, o2, o3, o4, o5);
+                        o[c] = to_bf16(o0);
+                        o[vs + c] = to_bf16(o1);
+                        o[2 * vs + c] = to_bf16(o2);
+                        o[3 * vs + c] = to_bf16(o3);
+                        o[4 * vs + c] = to_bf16(o4);
+                        o[5 * vs + c] = to_bf16(o5);
+                    }
+                    continue;
+                }
                 float *o = vb + (int64_t)(i * 6) * vs + c0;
 #pragma omp simd
                 for (int c = 0; c < LANES; c++)
@@ -76,9 +113,10 @@ void sruc_wino_in(const float *restrict x, int64_t hp, int64_t wp, int64_t C,
 
 /* The products m of the same blocks, transformed back (+ bias, ReLU) into dst;
  * the pixels of blocks that hang past the h x w image are written as zeros. */
-void sruc_wino_out(const float *restrict m, int64_t ms, const float *restrict bias, int relu,
-                   int64_t a0, int64_t na, int64_t tw, int64_t nimg, int64_t h, int64_t w,
-                   float *restrict dst, int64_t hp, int64_t wp, int64_t K, int threads)
+void sruc_wino_out(const void *restrict min, int64_t ms, int bf16,
+                   const float *restrict bias, int relu, int64_t a0, int64_t na, int64_t tw,
+                   int64_t nimg, int64_t h, int64_t w, float *restrict dst, int64_t hp,
+                   int64_t wp, int64_t K, int threads)
 {
     const int64_t per = na * tw, T = nimg * per, rs = wp * K;
 #pragma omp parallel for schedule(static) num_threads(threads)
@@ -86,10 +124,21 @@ void sruc_wino_out(const float *restrict m, int64_t ms, const float *restrict bi
         const int64_t n = t / per, r = t % per, a = a0 + r / tw, b = r % tw;
         const int64_t y = 1 + 4 * a, z = 1 + 4 * b;
         float *db = dst + ((n * hp + y) * wp + z) * K;
-        const float *mb = m + t * K;
+        const float *mb = (const float *)min + t * K;
+        const uint16_t *hb = (const uint16_t *)min + t * K;
         for (int64_t k0 = 0; k0 < K; k0 += LANES) {
             float q[4][6][LANES];
             for (int j = 0; j < 6; j++) {
+                if (bf16) {
+                    const uint16_t *p = hb + j * ms + k0;
+#pragma omp simd
+                    for (int c = 0; c < LANES; c++)
+                        AT(from_bf16(p[c]), from_bf16(p[6 * ms + c]), from_bf16(p[12 * ms + c]),
+                           from_bf16(p[18 * ms + c]), from_bf16(p[24 * ms + c]),
+                           from_bf16(p[30 * ms + c]), q[0][j][c], q[1][j][c], q[2][j][c],
+                           q[3][j][c]);
+                    continue;
+                }
                 const float *p = mb + j * ms + k0;
 #pragma omp simd
                 for (int c = 0; c < LANES; c++)

@@ -132,6 +132,7 @@ class Plan:
         channels: int,
         threads: int = 1,
         kernels: Kernels | None = None,
+        products: torch.dtype = torch.float32,
     ) -> None:
         from sruc.engine.native import LANES
 
@@ -146,9 +147,13 @@ class Plan:
         t_max = n * rows * tw
         self.current = 0
         self.kernels = kernels if kernels is not None and c % LANES == 0 else None
+        if products != torch.float32 and (self.kernels is None or products != torch.bfloat16):
+            raise ValueError("bf16 products need the compiled transforms and a multiple of 16")
+        self.products = products
         self.strips: list[list[_Strip]] = []
         if self.kernels is not None:  # the compiled transforms need only v and m
-            self.v, self.m = torch.empty(36, t_max, c), torch.empty(36, t_max, c)
+            self.v = torch.empty(36, t_max, c, dtype=products)
+            self.m = torch.empty(36, t_max, c, dtype=products)
             self.zero_bias = torch.zeros(c)
             self.rows = [(a0, min(rows, th - a0)) for a0 in range(0, th, rows)]
             return
@@ -237,14 +242,15 @@ class Plan:
         stride = v.shape[1] * c
         b = (self.zero_bias if bias is None else bias).contiguous()
         threads = torch.get_num_threads()
+        bf16 = int(self.products == torch.bfloat16)
         for a0, na in self.rows:
             t = n * na * tw
             k.lib.sruc_wino_in(
-                src.data_ptr(), hp, wp, c, a0, na, tw, n, v.data_ptr(), stride, threads
+                src.data_ptr(), hp, wp, c, a0, na, tw, n, v.data_ptr(), stride, bf16, threads
             )
             torch.bmm(v[:, :t], u, out=m[:, :t])
             k.lib.sruc_wino_out(
-                m.data_ptr(), stride, b.data_ptr(), int(relu), a0, na, tw, n, h, w,
+                m.data_ptr(), stride, bf16, b.data_ptr(), int(relu), a0, na, tw, n, h, w,
                 dst.data_ptr(), hp, wp, c, threads,
             )  # fmt: skip
         self.current = 1 - self.current
@@ -263,27 +269,35 @@ class WinogradStack:
         self,
         layers: list[tuple[torch.Tensor, torch.Tensor | None, bool]],
         kernels: Kernels | None = None,
+        products: torch.dtype = torch.float32,
     ) -> None:
         """``kernels``: the compiled transforms (:func:`sruc.engine.native.kernels`), or
-        None for the PyTorch ones."""
+        None for the PyTorch ones. ``products``: the dtype of the 36 matrix products,
+        float32, or bfloat16 on CPUs that have it (the compiled transforms only: the
+        transforms and the activations between layers stay float32)."""
         self.kernels = kernels
+        self.products = products
         self.layers = [
-            (transform_weights(w), None if b is None else b.detach().float().cpu(), relu)
+            (
+                transform_weights(w).to(products),
+                None if b is None else b.detach().float().cpu(),
+                relu,
+            )
             for w, b, relu in layers
         ]
         self._plan: Plan | None = None
         self._lock = threading.Lock()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: (N, C, H, W) float32 on the CPU. Returns the result as a new
-        channels-last tensor (what the next convolution reads). Calls from several
+        """``x``: (N, C, H, W) float32 (or bfloat16) on the CPU. Returns the result as a
+        new float32 channels-last tensor (what the next convolution reads). Calls from several
         threads take turns: the kept buffers serve one call at a time."""
         n, c, h, w = x.shape
         key, threads = (n, h, w, c), torch.get_num_threads()
         with self._lock:
             if self._plan is None or (self._plan.shape, self._plan.threads) != (key, threads):
                 self._plan = None  # free the old buffers before making the new ones
-                self._plan = Plan(n, h, w, c, threads, self.kernels)
+                self._plan = Plan(n, h, w, c, threads, self.kernels, self.products)
             plan = self._plan
             plan.load(x)
             for u, b, relu in self.layers:
