@@ -54,7 +54,8 @@ def test_built_once_cached_with_its_hash_and_loaded_after(fresh: Path) -> None:
     native.reset()
     assert native.kernels() is not None
     assert lib.stat().st_mtime_ns == stamp  # loaded, not built again
-    torch.testing.assert_close(_stack_result(k), _stack_result(None), rtol=1e-5, atol=1e-5)
+    # F(6x6, 3x3) compiled against F(4x4, 3x3) in PyTorch: fp32 rounding apart
+    torch.testing.assert_close(_stack_result(k), _stack_result(None), rtol=1e-4, atol=1e-4)
 
 
 @needs_cc
@@ -146,3 +147,15 @@ def test_isa_flags_honour_the_caps(monkeypatch: pytest.MonkeyPatch) -> None:
     assert native.isa_flags({"ATEN_CPU_CAPABILITY": "avx2"}) == capped
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
     assert native.isa_flags({}) == []
+
+
+def test_the_generated_transforms_are_current() -> None:
+    """winograd.c's F(6x6, 3x3) part is what scripts/gen_winograd6.py writes."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "gen_winograd6.py"
+    spec = importlib.util.spec_from_file_location("gen_winograd6", script)
+    assert spec is not None and spec.loader is not None
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert gen.generated() in native.SOURCE.read_text()

@@ -53,16 +53,37 @@ _BIAS_AT = 1 * 6 + 1
 #: A plan whose buffers are larger than this (each) is not kept for the next call:
 #: tiles (256 px on CPUs: 17 MB) reuse theirs, a whole large image frees its own.
 KEEP_PLAN_BYTES = 64 * 2**20
-#: Blocks per strip and thread aimed at: about 300 blocks keep one strip's
-#: transforms (36 x T x C floats in and out) in a CPU's last-level cache.
-_STRIP_BLOCKS = 288
+#: The 8x3 kernel transform of F(6x6, 3x3), points 0, +-1, +-2, +-1/2 (Lavin & Gray;
+#: its B^T and A^T are in scripts/gen_winograd6.py, which writes them into winograd.c).
+_G6 = torch.tensor(
+    [[1, 0, 0], [-2 / 9, -2 / 9, -2 / 9], [-2 / 9, 2 / 9, -2 / 9],
+     [1 / 90, 1 / 45, 2 / 45], [1 / 90, -1 / 45, 2 / 45],
+     [32 / 45, 16 / 45, 8 / 45], [32 / 45, -16 / 45, 8 / 45], [0, 0, 1]],
+    dtype=torch.float64,
+)  # fmt: skip
+#: Blocks per strip and thread aimed at, by output block size: about 300 4x4 blocks
+#: (or 128 6x6 ones) keep one strip's transforms (36 or 64 x T x C floats in and out)
+#: in a CPU's last-level cache.
+_STRIP_BLOCKS = {4: 288, 6: 128}
 
 
-def transform_weights(weight: torch.Tensor) -> torch.Tensor:
-    """``(K, C, 3, 3)`` kernels -> ``G g G^T`` for each, as ``(36, C, K)`` float32,
-    computed in float64."""
-    u = torch.einsum("ij,kcjl,ml->imck", _G, weight.detach().double().cpu(), _G)
-    return u.reshape(36, weight.shape[1], weight.shape[0]).float().contiguous()
+def block_size(kernels: Kernels | None, products: torch.dtype, channels: int) -> int:
+    """The output block of the Winograd variant a stack runs: 6 (F(6x6, 3x3): 1.78
+    multiplies per output against 2.25, fewer passes over memory) with the compiled
+    transforms in float32, else 4 (F(4x4, 3x3): the PyTorch transforms, and bf16
+    products, whose rounding F(6x6, 3x3)'s larger coefficients would amplify)."""
+    from sruc.engine.native import LANES
+
+    compiled = kernels is not None and channels % LANES == 0
+    return 6 if compiled and products == torch.float32 else 4
+
+
+def transform_weights(weight: torch.Tensor, block: int = 4) -> torch.Tensor:
+    """``(K, C, 3, 3)`` kernels -> ``G g G^T`` for each, as ``(a*a, C, K)`` float32
+    (``a`` = ``block`` + 2 points), computed in float64."""
+    g = _G if block == 4 else _G6
+    u = torch.einsum("ij,kcjl,ml->imck", g, weight.detach().double().cpu(), g)
+    return u.reshape(g.shape[0] ** 2, weight.shape[1], weight.shape[0]).float().contiguous()
 
 
 def _input_rows(d: list[torch.Tensor], o: list[torch.Tensor], t: list[torch.Tensor]) -> None:
@@ -138,22 +159,24 @@ class Plan:
 
         self.shape = (n, height, width, channels)
         self.threads = threads
-        th, tw = -(-height // 4), -(-width // 4)
-        hp, wp, c = 4 * th + 2, 4 * tw + 2, channels
-        self.bufs = [torch.zeros(n, hp, wp, c), torch.zeros(n, hp, wp, c)]
-        # block rows per strip: each thread takes its share of every pass over a strip
-        blocks = _STRIP_BLOCKS * max(1, threads)
-        rows = max(1, min(th, blocks // max(1, n * tw)))
-        t_max = n * rows * tw
-        self.current = 0
-        self.kernels = kernels if kernels is not None and c % LANES == 0 else None
+        self.kernels = kernels if kernels is not None and channels % LANES == 0 else None
         if products != torch.float32 and (self.kernels is None or products != torch.bfloat16):
             raise ValueError("bf16 products need the compiled transforms and a multiple of 16")
         self.products = products
+        self.block = b = block_size(self.kernels, products, channels)
+        th, tw = -(-height // b), -(-width // b)
+        hp, wp, c = b * th + 2, b * tw + 2, channels
+        self.bufs = [torch.zeros(n, hp, wp, c), torch.zeros(n, hp, wp, c)]
+        # block rows per strip: each thread takes its share of every pass over a strip
+        blocks = _STRIP_BLOCKS[b] * max(1, threads)
+        rows = max(1, min(th, blocks // max(1, n * tw)))
+        t_max = n * rows * tw
+        self.current = 0
         self.strips: list[list[_Strip]] = []
         if self.kernels is not None:  # the compiled transforms need only v and m
-            self.v = torch.empty(36, t_max, c, dtype=products)
-            self.m = torch.empty(36, t_max, c, dtype=products)
+            points = (b + 2) ** 2
+            self.v = torch.empty(points, t_max, c, dtype=products)
+            self.m = torch.empty(points, t_max, c, dtype=products)
             self.zero_bias = torch.zeros(c)
             self.rows = [(a0, min(rows, th - a0)) for a0 in range(0, th, rows)]
             return
@@ -237,22 +260,30 @@ class Plan:
         n, h, w, c = self.shape
         src, dst = self.bufs[self.current], self.bufs[1 - self.current]
         _, hp, wp, _ = src.shape
-        tw = (wp - 2) // 4
+        tw = (wp - 2) // self.block
         v, m = self.v, self.m
         stride = v.shape[1] * c
         b = (self.zero_bias if bias is None else bias).contiguous()
         threads = torch.get_num_threads()
         bf16 = int(self.products == torch.bfloat16)
+        six = self.block == 6  # F(6x6, 3x3), float32
         for a0, na in self.rows:
             t = n * na * tw
-            k.lib.sruc_wino_in(
-                src.data_ptr(), hp, wp, c, a0, na, tw, n, v.data_ptr(), stride, bf16, threads
-            )
+            x_, v_, m_, d_ = src.data_ptr(), v.data_ptr(), m.data_ptr(), dst.data_ptr()
+            if six:
+                k.lib.sruc_wino6_in(x_, hp, wp, c, a0, na, tw, n, v_, stride, threads)
+            else:
+                k.lib.sruc_wino_in(x_, hp, wp, c, a0, na, tw, n, v_, stride, bf16, threads)
             torch.bmm(v[:, :t], u, out=m[:, :t])
-            k.lib.sruc_wino_out(
-                m.data_ptr(), stride, bf16, b.data_ptr(), int(relu), a0, na, tw, n, h, w,
-                dst.data_ptr(), hp, wp, c, threads,
-            )  # fmt: skip
+            r = int(relu)
+            if six:
+                k.lib.sruc_wino6_out(
+                    m_, stride, b.data_ptr(), r, a0, na, tw, n, h, w, d_, hp, wp, c, threads
+                )
+            else:
+                k.lib.sruc_wino_out(
+                    m_, stride, bf16, b.data_ptr(), r, a0, na, tw, n, h, w, d_, hp, wp, c, threads
+                )
         self.current = 1 - self.current
 
     def result(self) -> torch.Tensor:
@@ -277,9 +308,10 @@ class WinogradStack:
         transforms and the activations between layers stay float32)."""
         self.kernels = kernels
         self.products = products
+        self.block = block_size(kernels, products, layers[0][0].shape[1]) if layers else 4
         self.layers = [
             (
-                transform_weights(w).to(products),
+                transform_weights(w, self.block).to(products),
                 None if b is None else b.detach().float().cpu(),
                 relu,
             )
