@@ -4,10 +4,10 @@ Routes (VDSR 20 x 3x3 x 64, the release weights, one square tile, float32 in and
 
 - naive fp32: the plain nn.Module, NCHW, whole tile (the reference, 1.00x);
 - sruc torch fp32 direct: engine/fused.ConvChain (oneDNN direct, channels-last), the default;
-- sruc --engine winograd: ConvChain with the 18 middle layers through engine/winograd.py,
-  Winograd F(4x4,3x3) (route (b) of issue 25), its transforms compiled from engine/winograd.c
-  (engine/native.py; what `auto` runs in fp32) and, as a second route, written as PyTorch
-  additions (what runs where no C compiler works);
+- sruc --engine winograd: ConvChain with the 18 middle layers through engine/winograd.py
+  (route (b) of issue 25): F(6x6,3x3) with its transforms compiled from engine/winograd.c
+  (engine/native.py; what `auto` runs in fp32) and, as a second route, F(4x4,3x3) with its
+  transforms written as PyTorch additions (what runs where no C compiler works);
 - sruc --engine nnpack: ConvChain with NNPACK's Winograd F(6x6,3x3) where it initialises;
 - sruc bf16 winograd: what `auto` runs where the CPU has bf16 and the transforms are
   compiled: the Winograd layers' products in bf16, the rest in fp32;
@@ -126,12 +126,15 @@ def routes(threads: int, cache: str) -> tuple[dict[str, Route], list[str]]:
 
     wino = ConvChain.of(module, torch.float32, cpu, conv3x3="winograd")
     if native.kernels() is not None:
-        out["sruc --engine winograd (F(4x4,3x3), compiled transforms)"] = wino
+        out["sruc --engine winograd (F(6x6,3x3), compiled transforms)"] = wino
         wino = ConvChain.of(module, torch.float32, cpu, conv3x3="winograd")
     else:
         notes.append(f"compiled Winograd transforms: {native.status()}")
-    for _, stack in wino.stacks.values():
-        stack.kernels = None  # the same chain with the transforms as PyTorch additions
+    from sruc.engine.winograd import WinogradStack
+
+    for i, (j, _) in list(wino.stacks.items()):  # the transforms as PyTorch additions
+        layers = [(c.weight, c.bias, c.relu) for c in wino.convs[i:j]]
+        wino.stacks[i] = (j, WinogradStack(layers, None))
     out["sruc --engine winograd (F(4x4,3x3), PyTorch transforms)"] = wino
     nnpack = ConvChain.of(module, torch.float32, cpu, conv3x3="nnpack")
     if any(c.nnpack for c in nnpack.convs):
