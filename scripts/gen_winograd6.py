@@ -141,12 +141,7 @@ void sruc_wino6_out(const float *restrict mm, int64_t ms, const float *restrict 
                 }}
             }}
         }}
-        if (y0 + 5 > h || z0 + 5 > w) /* the block hangs past the image: that is padding */
-            for (int pp = 0; pp < 6; pp++)
-                for (int qq = 0; qq < 6; qq++)
-                    if (y0 + pp > h || z0 + qq > w)
-                        for (int64_t k = 0; k < K; k++)
-                            db[pp * rs + qq * K + k] = 0.f;
+        zero_overhang(db, y0, z0, 6, h, w, rs, K);
     }}
 }}
 """

@@ -61,6 +61,20 @@ static inline float from_bf16(uint16_t b)
 
 int sruc_wino_version(void) { return 3; }
 
+/* The pixels of a block (at y0, z0 in the padded buffer) that hang past the h x w
+ * image are padding for the next layer: zero them. */
+static inline void zero_overhang(float *db, int64_t y0, int64_t z0, int block, int64_t h,
+                                 int64_t w, int64_t rs, int64_t K)
+{
+    if (y0 + block - 1 <= h && z0 + block - 1 <= w)
+        return;
+    for (int pp = 0; pp < block; pp++)
+        for (int qq = 0; qq < block; qq++)
+            if (y0 + pp > h || z0 + qq > w)
+                for (int64_t k = 0; k < K; k++)
+                    db[pp * rs + qq * K + k] = 0.f;
+}
+
 /* Blocks a0 .. a0+na-1 (rows) x 0 .. tw-1 (columns) of nimg images of x into v. */
 void sruc_wino_in(const float *restrict x, int64_t hp, int64_t wp, int64_t C,
                   int64_t a0, int64_t na, int64_t tw, int64_t nimg,
@@ -170,12 +184,7 @@ void sruc_wino_out(const void *restrict min, int64_t ms, int bf16,
                 }
             }
         }
-        if (y + 3 > h || z + 3 > w) /* the block hangs past the image: that is padding */
-            for (int pp = 0; pp < 4; pp++)
-                for (int qq = 0; qq < 4; qq++)
-                    if (y + pp > h || z + qq > w)
-                        for (int64_t k = 0; k < K; k++)
-                            db[pp * rs + qq * K + k] = 0.f;
+        zero_overhang(db, y, z, 4, h, w, rs, K);
     }
 }
 
@@ -283,12 +292,7 @@ void sruc_wino6_out(const float *restrict mm, int64_t ms, const float *restrict 
                 }
             }
         }
-        if (y0 + 5 > h || z0 + 5 > w) /* the block hangs past the image: that is padding */
-            for (int pp = 0; pp < 6; pp++)
-                for (int qq = 0; qq < 6; qq++)
-                    if (y0 + pp > h || z0 + qq > w)
-                        for (int64_t k = 0; k < K; k++)
-                            db[pp * rs + qq * K + k] = 0.f;
+        zero_overhang(db, y0, z0, 6, h, w, rs, K);
     }
 }
 /* GENERATED: F(6x6, 3x3) end */
