@@ -338,3 +338,15 @@ def test_batch_reports_the_engine(tmp_path: Path) -> None:
         doc = report.to_json()
         assert report.exit_code == 0 and doc["engine"] == want, doc
         assert [item["engine"] for item in doc["files"]] == [want, want]
+
+
+def test_winograd_runs_larger_cpu_tiles() -> None:
+    """Winograd's strips keep its transforms in cache whatever the tile, so on CPUs it
+    takes larger tiles (less paid for their margins); the direct path keeps its own."""
+    from sruc import Upscaler
+    from sruc.core.tiling import CPU_TILE, WINOGRAD_CPU_TILE
+
+    for engine, want in (("auto", WINOGRAD_CPU_TILE), ("torch", CPU_TILE)):
+        prepared = Upscaler("vdsr", device="cpu", precision="fp32", engine=engine).prepared(3)
+        assert prepared.tiling(2000, 2000, 8, None)[0] == want, engine
+        assert prepared.tiling(2000, 2000, 8, 100)[0] == 100  # asked for: kept

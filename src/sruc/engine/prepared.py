@@ -20,7 +20,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sruc.core.tiling import TileModel, default_batch, default_tile
+from sruc.core.tiling import (
+    CPU_TILE,
+    WINOGRAD_CPU_TILE,
+    TileModel,
+    default_batch,
+    default_tile,
+)
 from sruc.engine.device import resolve_device, tune_cpu_allocator
 from sruc.engine.fused import ConvChain
 from sruc.engine.precision import dtype_of, resolve_precision
@@ -115,8 +121,15 @@ class PreparedModel:
         r = self.loaded.radius
         size = tile
         if size is None:
+            wino = self.engine_of(bits) == "winograd"
             size = default_tile(
-                self.device, height, width, r, channels=channels, bytes_per_value=per_value
+                self.device,
+                height,
+                width,
+                r,
+                channels=channels,
+                bytes_per_value=per_value,
+                cpu_tile=WINOGRAD_CPU_TILE if wino else CPU_TILE,
             )
         batch = default_batch(self.device, size, r, channels=channels, bytes_per_value=per_value)
         return size, batch

@@ -51,8 +51,9 @@ _G = torch.tensor(
 #: (column 1 of A^T is all ones): a bias added there is added to every output.
 _BIAS_AT = 1 * 6 + 1
 #: A plan whose buffers are larger than this (each) is not kept for the next call:
-#: tiles (256 px on CPUs: 17 MB) reuse theirs, a whole large image frees its own.
-KEEP_PLAN_BYTES = 64 * 2**20
+#: tiles (512 px and their margins on CPUs: 78 MB) reuse theirs, a whole large
+#: image frees its own.
+KEEP_PLAN_BYTES = 96 * 2**20
 #: The 8x3 kernel transform of F(6x6, 3x3), points 0, +-1, +-2, +-1/2 (Lavin & Gray;
 #: its B^T and A^T are in scripts/gen_winograd6.py, which writes them into winograd.c).
 _G6 = torch.tensor(
