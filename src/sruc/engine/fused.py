@@ -225,17 +225,12 @@ class ConvChain:
         kernels: Kernels | None = None,
         products: torch.dtype = torch.float32,
     ) -> None:
-        """``kernels``: the compiled Winograd transforms, found here when None;
+        """``kernels``: the compiled Winograd transforms (None: the PyTorch ones);
         ``products``: the dtype of the Winograd layers' matrix products (bfloat16
-        needs ``kernels``: :meth:`of` gives both)."""
+        needs ``kernels``). :meth:`of` gives both."""
         self.convs = convs
-        self.products = products
         # Runs of Winograd layers, by the index of their first convolution.
         self.stacks: dict[int, tuple[int, WinogradStack]] = {}
-        if any(c.winograd for c in convs) and kernels is None:
-            from sruc.engine.native import kernels as compiled
-
-            kernels = compiled()  # their transforms compiled, where they can be
         i = 0
         while i < len(convs):
             j = i
@@ -276,14 +271,14 @@ class ConvChain:
         # winograd_available() also initialises NNPACK, which its op does not do itself.
         nnpack = conv3x3 == "nnpack" and fp32_cpu and winograd_available()
         ours = conv3x3 == "winograd" and fp32_cpu
+        from sruc.engine.native import LANES
+        from sruc.engine.native import kernels as compiled
+
         kernels, products = None, torch.float32
         if conv3x3 == "winograd" and device.type == "cpu" and dtype == torch.bfloat16:
             # bf16 products, with the compiled transforms only (else direct bf16); the
             # rest of the chain (first and last layers, activations) stays float32,
             # which halves the bf16 loss for a few percent of the time (README "Speed")
-            from sruc.engine.native import LANES
-            from sruc.engine.native import kernels as compiled
-
             kernels = compiled()
             if kernels is not None:
                 ours, products, dtype = True, torch.bfloat16, torch.float32
@@ -304,6 +299,8 @@ class ConvChain:
             w = w.to(device, dtype).contiguous(memory_format=layout)
             b = conv.bias.detach().to(device, dtype) if conv.bias is not None else None
             convs.append(_Conv(w, b, pad, relu, on_nnpack, on_ours))
+        if kernels is None and any(c.winograd for c in convs):
+            kernels = compiled()  # fp32: the transforms compiled, where they can be
         chans = int(convs[0].weight.shape[1])
         return cls(convs, residual, dtype, device, chans, kernels, products)
 

@@ -266,17 +266,16 @@ class Plan:
         stride = v.shape[1] * c
         b = (self.zero_bias if bias is None else bias).contiguous()
         threads = torch.get_num_threads()
-        bf16 = int(self.products == torch.bfloat16)
+        bf16, r = int(self.products == torch.bfloat16), int(relu)
         six = self.block == 6  # F(6x6, 3x3), float32
+        x_, v_, m_, d_ = src.data_ptr(), v.data_ptr(), m.data_ptr(), dst.data_ptr()
         for a0, na in self.rows:
             t = n * na * tw
-            x_, v_, m_, d_ = src.data_ptr(), v.data_ptr(), m.data_ptr(), dst.data_ptr()
             if six:
                 k.lib.sruc_wino6_in(x_, hp, wp, c, a0, na, tw, n, v_, stride, threads)
             else:
                 k.lib.sruc_wino_in(x_, hp, wp, c, a0, na, tw, n, v_, stride, bf16, threads)
             torch.bmm(v[:, :t], u, out=m[:, :t])
-            r = int(relu)
             if six:
                 k.lib.sruc_wino6_out(
                     m_, stride, b.data_ptr(), r, a0, na, tw, n, h, w, d_, hp, wp, c, threads
@@ -295,7 +294,7 @@ class Plan:
 
 class WinogradStack:
     """Consecutive 3x3, padding-1 convolutions of ``C -> C`` channels, each optionally
-    followed by a ReLU, through F(4x4, 3x3) in float32 on the CPU."""
+    followed by a ReLU, through Winograd on the CPU (the variant: :func:`block_size`)."""
 
     def __init__(
         self,
