@@ -72,19 +72,20 @@ def test_layers_equal_the_convolution_for_any_size(
 def test_many_strips_and_a_short_last_one(
     monkeypatch: pytest.MonkeyPatch, kernels: native.Kernels | None
 ) -> None:
-    """A strip of blocks at a time: several strips, the last one shorter, give the
-    same as one strip (and as the convolution)."""
+    """A strip (PyTorch transforms) or a group (compiled F(6x6, 3x3)) of blocks at a
+    time: several of them, the last one shorter, give the same as one (and as the
+    convolution)."""
     layers = _layers(2, 16, seed=3)
     x = torch.rand(2, 16, 37, 21, generator=torch.Generator().manual_seed(2))
     whole = WinogradStack(layers, kernels)(x).clone()
-    # 6 (or 4) blocks a row x 2 images: one block row a strip
-    monkeypatch.setattr(winograd, "_STRIP_BLOCKS", {4: 12, 6: 8})
-    plan = winograd.Plan(2, 37, 21, 16, kernels=kernels)
-    rows = -(-37 // plan.block)  # F(4x4, 3x3), or F(6x6, 3x3) compiled
-    assert len(plan.rows if kernels else plan.strips[0]) == rows
-    strips = WinogradStack(layers, kernels)(x)
-    _close(strips, _reference(x, layers))
-    assert torch.equal(strips, whole)
+    if kernels is None:  # 6 blocks a row x 2 images: one block row a strip
+        monkeypatch.setattr(winograd, "_STRIP_BLOCKS", {4: 12, 6: 8})
+        assert len(winograd.Plan(2, 37, 21, 16).strips[0]) == -(-37 // 4)
+    else:  # 2 x 7 x 4 = 56 blocks in groups of 5: not a multiple of any micro-kernel's rows
+        monkeypatch.setattr(winograd, "_GROUP_BLOCKS", 5)
+    parts = WinogradStack(layers, kernels)(x)
+    _close(parts, _reference(x, layers))
+    assert torch.equal(parts, whole)
 
 
 def test_padding_past_the_image_is_zero_again_between_layers(

@@ -47,8 +47,12 @@ LANES = 16
 #: How long a build may take before it is given up.
 BUILD_TIMEOUT_S = 120
 
+#: The compiler options besides the ISA and OpenMP flags. -ffp-contract=fast: a * b + c
+#: as one fused multiply-add, as GNU C does by default and ISO C mode does not (the
+#: matrix products run at half speed without it).
+_OPTIONS = ("-O3", "-std=c99", "-ffp-contract=fast", "-shared", "-fPIC")
 #: What ``sruc_wino_version()`` of the current winograd.c returns.
-_VERSION = 3
+_VERSION = 4
 _I64 = ctypes.c_int64
 _PTR = ctypes.c_void_p
 _status = "not tried yet"
@@ -115,14 +119,15 @@ def _version(cc: str) -> str:
 
 def _key(source: bytes, cc: str, version: str, flags: list[str]) -> str:
     h = hashlib.sha256(source)
-    for part in (cc, version, " ".join(flags), platform.machine(), platform.system()):
+    parts = (cc, version, " ".join((*_OPTIONS, *flags)), platform.machine(), platform.system())
+    for part in parts:
         h.update(b"\0" + part.encode())
     return h.hexdigest()
 
 
 def _build(cc: str, flags: list[str], out: Path) -> str | None:
     """Compile :data:`SOURCE` into ``out``; None, or the compiler's complaint."""
-    cmd = [cc, "-O3", "-std=c99", "-shared", "-fPIC", *flags, str(SOURCE), "-o", str(out)]
+    cmd = [cc, *_OPTIONS, *flags, str(SOURCE), "-o", str(out)]
     try:
         done = subprocess.run(
             cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False
@@ -144,11 +149,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.sruc_wino_out.argtypes = [_PTR, _I64, i32, _PTR, i32, _I64, _I64, _I64, _I64]
     lib.sruc_wino_out.argtypes += [_I64, _I64, _PTR, _I64, _I64, _I64, i32]
     lib.sruc_wino_out.restype = None
-    lib.sruc_wino6_in.argtypes = [_PTR, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _PTR, _I64, i32]
-    lib.sruc_wino6_in.restype = None
-    lib.sruc_wino6_out.argtypes = [_PTR, _I64, _PTR, i32, _I64, _I64, _I64, _I64, _I64, _I64]
-    lib.sruc_wino6_out.argtypes += [_PTR, _I64, _I64, _I64, i32]
-    lib.sruc_wino6_out.restype = None
+    lib.sruc_wino6_layer.argtypes = [_PTR, _I64, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR]
+    lib.sruc_wino6_layer.argtypes += [i32, _I64, _I64, _PTR, _PTR, _I64, i32]
+    lib.sruc_wino6_layer.restype = None
 
 
 def _load(path: Path) -> ctypes.CDLL | None:

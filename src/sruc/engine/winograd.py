@@ -66,6 +66,10 @@ _G6 = torch.tensor(
 #: (or 128 6x6 ones) keep one strip's transforms (36 or 64 x T x C floats in and out)
 #: in a CPU's last-level cache.
 _STRIP_BLOCKS = {4: 288, 6: 128}
+#: Blocks per group of the compiled F(6x6, 3x3) layer: each thread transforms a group,
+#: multiplies it and transforms it back while its V and M (64 x 12 x C floats each:
+#: 393 KB together for 64 channels) are in the core's L2 cache.
+_GROUP_BLOCKS = 12
 
 
 def block_size(kernels: Kernels | None, products: torch.dtype, channels: int) -> int:
@@ -174,11 +178,15 @@ class Plan:
         t_max = n * rows * tw
         self.current = 0
         self.strips: list[list[_Strip]] = []
-        if self.kernels is not None:  # the compiled transforms need only v and m
-            points = (b + 2) ** 2
+        if self.kernels is not None:
+            self.zero_bias = torch.zeros(c)
+            if b == 6:  # whole layers in C, each thread in its own scratch (made on use)
+                self.tiles = (th, tw)
+                self.scratch = torch.empty(0)
+                return
+            points = (b + 2) ** 2  # the compiled transforms need only v and m
             self.v = torch.empty(points, t_max, c, dtype=products)
             self.m = torch.empty(points, t_max, c, dtype=products)
-            self.zero_bias = torch.zeros(c)
             self.rows = [(a0, min(rows, th - a0)) for a0 in range(0, th, rows)]
             return
         r = torch.empty(6, n, rows, wp, c)
@@ -261,29 +269,33 @@ class Plan:
         n, h, w, c = self.shape
         src, dst = self.bufs[self.current], self.bufs[1 - self.current]
         _, hp, wp, _ = src.shape
+        b = (self.zero_bias if bias is None else bias).contiguous()
+        threads = torch.get_num_threads()
+        r = int(relu)
+        x_, d_ = src.data_ptr(), dst.data_ptr()
+        if self.block == 6:  # F(6x6, 3x3), float32: transforms and products in one call
+            th, tw = self.tiles
+            need = threads * 64 * _GROUP_BLOCKS * 2 * c
+            if self.scratch.numel() < need:
+                self.scratch = torch.empty(need)
+            k.lib.sruc_wino6_layer(
+                x_, hp, wp, c, th, tw, n, u.data_ptr(), b.data_ptr(), r, h, w, d_,
+                self.scratch.data_ptr(), _GROUP_BLOCKS, threads,
+            )  # fmt: skip
+            self.current = 1 - self.current
+            return
         tw = (wp - 2) // self.block
         v, m = self.v, self.m
         stride = v.shape[1] * c
-        b = (self.zero_bias if bias is None else bias).contiguous()
-        threads = torch.get_num_threads()
-        bf16, r = int(self.products == torch.bfloat16), int(relu)
-        six = self.block == 6  # F(6x6, 3x3), float32
-        x_, v_, m_, d_ = src.data_ptr(), v.data_ptr(), m.data_ptr(), dst.data_ptr()
+        bf16 = int(self.products == torch.bfloat16)
+        v_, m_ = v.data_ptr(), m.data_ptr()
         for a0, na in self.rows:
             t = n * na * tw
-            if six:
-                k.lib.sruc_wino6_in(x_, hp, wp, c, a0, na, tw, n, v_, stride, threads)
-            else:
-                k.lib.sruc_wino_in(x_, hp, wp, c, a0, na, tw, n, v_, stride, bf16, threads)
+            k.lib.sruc_wino_in(x_, hp, wp, c, a0, na, tw, n, v_, stride, bf16, threads)
             torch.bmm(v[:, :t], u, out=m[:, :t])
-            if six:
-                k.lib.sruc_wino6_out(
-                    m_, stride, b.data_ptr(), r, a0, na, tw, n, h, w, d_, hp, wp, c, threads
-                )
-            else:
-                k.lib.sruc_wino_out(
-                    m_, stride, bf16, b.data_ptr(), r, a0, na, tw, n, h, w, d_, hp, wp, c, threads
-                )
+            k.lib.sruc_wino_out(
+                m_, stride, bf16, b.data_ptr(), r, a0, na, tw, n, h, w, d_, hp, wp, c, threads
+            )
         self.current = 1 - self.current
 
     def result(self) -> torch.Tensor:
