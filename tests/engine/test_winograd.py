@@ -163,6 +163,40 @@ def test_chain_runs_the_middle_layers_through_winograd() -> None:
     assert half is not None and not half.stacks
 
 
+@pytest.mark.parametrize("colours", [1, 3])
+def test_compiled_chain_runs_whole_first_and_last_layers_included(
+    colours: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the compiled kernels VDSR runs as one stack whose first and last layers read
+    and write its buffers (winograd.c's sruc_conv_head/_tail): same results, any size,
+    image channels not padded, biases or none."""
+    if native.kernels() is None:
+        pytest.skip(f"compiled Winograd transforms: {native.status()}")
+    from sruc.archs.vdsr import VDSR
+
+    torch.manual_seed(colours)
+    model = VDSR(depth=5, width=16, channels=colours, bias=colours == 1).eval()
+    with torch.no_grad():
+        for prm in model.parameters():
+            prm.add_(torch.randn_like(prm) * 0.05)  # biases off zero, ReLUs both ways
+    chain = fused.ConvChain.of(model, torch.float32, CPU, conv3x3="winograd")
+    assert chain is not None and chain.whole is not None
+    assert chain.whole.head is not None and chain.whole.head.weight.shape == (9 * colours, 16)
+    for n, h, w in [(1, 1, 1), (2, 13, 7), (1, 29, 35)]:
+        x = torch.rand(n, colours, h, w, generator=torch.Generator().manual_seed(h))
+        with torch.no_grad():
+            want = model.double()(x.double())
+            model.float()
+            got = chain(x)
+        _close(got, want)
+    # without compiled kernels: the stack alone, the ends on oneDNN
+    monkeypatch.setattr(native, "kernels", lambda: None)
+    plain = fused.ConvChain.of(model, torch.float32, CPU, conv3x3="winograd")
+    assert plain is not None and plain.whole is None and list(plain.stacks) == [1]
+    with pytest.raises(ValueError, match="compiled"):
+        WinogradStack(_layers(1, 16, seed=0), None, head=_layers(1, 16, seed=1)[0])
+
+
 def test_bf16_products_stay_close_to_the_convolution() -> None:
     """bf16 products (the transforms and the activations between layers float32): the
     error of bf16 inputs to each product, as a direct bf16 convolution has."""

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sruc import archs
-from sruc.engine.winograd import WinogradStack, eligible
+from sruc.engine.winograd import WinogradStack, edges_fit, eligible
 
 if TYPE_CHECKING:
     from sruc.engine.native import Kernels
@@ -224,10 +224,12 @@ class ConvChain:
         in_channels: int,
         kernels: Kernels | None = None,
         products: torch.dtype = torch.float32,
+        image_channels: int | None = None,
     ) -> None:
         """``kernels``: the compiled Winograd transforms (None: the PyTorch ones);
         ``products``: the dtype of the Winograd layers' matrix products (bfloat16
-        needs ``kernels``). :meth:`of` gives both."""
+        needs ``kernels``). :meth:`of` gives both. ``image_channels``: the first
+        convolution's input channels before any zero padding (default: all)."""
         self.convs = convs
         # Runs of Winograd layers, by the index of their first convolution.
         self.stacks: dict[int, tuple[int, WinogradStack]] = {}
@@ -244,6 +246,25 @@ class ConvChain:
         self.dtype = dtype
         self.fused = conv_relu_op() if device.type == "cpu" else None
         self.in_channels = in_channels  # of the first weight, after any zero padding
+        # With the compiled kernels, a chain that is one convolution, a Winograd stack and
+        # one convolution (VDSR) runs whole in one stack: its first and last layers read
+        # and write the stack's buffers (no channel padding, no copies in or out).
+        self.whole: WinogradStack | None = None
+        first, last = convs[0], convs[-1]
+        if (
+            kernels is not None
+            and dtype == torch.float32
+            and list(self.stacks) == [1]
+            and self.stacks[1][0] == len(convs) - 1
+            and edges_fit(first.weight, last.weight, first.padding, last.padding,
+                          int(first.weight.shape[0]))
+        ):  # fmt: skip
+            cin = in_channels if image_channels is None else image_channels
+            layers = [(c.weight, c.bias, c.relu) for c in convs[1:-1]]
+            head = (first.weight[:, :cin], first.bias, first.relu)
+            tail = (last.weight, last.bias, last.relu)
+            self.whole = WinogradStack(layers, kernels, products, head, tail)
+            self.stacks = {1: (len(convs) - 1, self.whole)}  # one copy of the weights
 
     @classmethod
     def of(
@@ -302,10 +323,14 @@ class ConvChain:
         if kernels is None and any(c.winograd for c in convs):
             kernels = compiled()  # fp32: the transforms compiled, where they can be
         chans = int(convs[0].weight.shape[1])
-        return cls(convs, residual, dtype, device, chans, kernels, products)
+        image = int(layers[0][0].in_channels)
+        return cls(convs, residual, dtype, device, chans, kernels, products, image)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         # x: (N, C, H, W) float32 on the chain's device
+        if self.whole is not None:
+            out = self.whole(x)
+            return x + out if self.residual else out
         n, chans, height, width = x.shape
         if chans < self.in_channels:
             # (N, C', H, W) channels-last with zero channels after the image's

@@ -406,3 +406,64 @@ void sruc_wino6_layer(const float *restrict x, int64_t hp, int64_t wp, int64_t C
         }
     }
 }
+
+/* The convolutions before and after a Winograd stack (VDSR's 1 -> 64 and 64 -> 1),
+ * 3x3 with padding 1, reading and writing the stack's padded buffers directly: no
+ * channel padding for oneDNN, no copies in or out of the buffers. */
+
+/* x: (nimg, cin, h + 2, w + 2), NCHW with one pixel of zeros around; wt: (9 * cin, K),
+ * row (dy * 3 + dx) * cin + ci; -> + bias, ReLU -> dst's interior (padded NHWC). */
+void sruc_conv_head(const float *restrict x, int64_t nimg, int64_t cin, int64_t h, int64_t w,
+                    const float *restrict wt, const float *restrict bias, int relu,
+                    float *restrict dst, int64_t hp, int64_t wp, int64_t K, int threads)
+{
+    const int64_t xs = w + 2, plane = (h + 2) * xs;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t row = 0; row < nimg * h; row++) {
+        const int64_t n = row / h, y = row % h;
+        const float *xr = x + n * cin * plane + y * xs;
+        float *o = dst + ((n * hp + 1 + y) * wp + 1) * K;
+        for (int64_t z = 0; z < w; z++, o += K)
+            for (int64_t k0 = 0; k0 < K; k0 += VL) {
+                vecf acc = vload(bias + k0);
+                for (int64_t ci = 0; ci < cin; ci++)
+                    for (int dy = 0; dy < 3; dy++)
+                        for (int dx = 0; dx < 3; dx++)
+                            acc += xr[ci * plane + dy * xs + z + dx] *
+                                   vload(wt + ((dy * 3 + dx) * cin + ci) * K + k0);
+                if (relu)
+                    for (int l = 0; l < VL; l++)
+                        acc[l] = acc[l] > 0.f ? acc[l] : 0.f;
+                vstore(o + k0, acc);
+            }
+    }
+}
+
+/* src: the stack's padded NHWC buffer (C channels); wt: (kout, 9 * C), row k, column
+ * (dy * 3 + dx) * C + c; -> + bias, ReLU -> y: (nimg, kout, h, w), NCHW. */
+void sruc_conv_tail(const float *restrict src, int64_t nimg, int64_t hp, int64_t wp, int64_t C,
+                    int64_t h, int64_t w, const float *restrict wt, const float *restrict bias,
+                    int relu, float *restrict y, int64_t kout, int threads)
+{
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t row = 0; row < nimg * h; row++) {
+        const int64_t n = row / h, yy = row % h;
+        for (int64_t k = 0; k < kout; k++) {
+            float *o = y + ((n * kout + k) * h + yy) * w;
+            const float *wk = wt + k * 9 * C;
+            for (int64_t z = 0; z < w; z++) {
+                vecf acc = (vecf){0};
+                for (int dy = 0; dy < 3; dy++) {
+                    const float *s = src + ((n * hp + yy + dy) * wp + z) * C;
+                    const float *wr = wk + dy * 3 * C;
+                    for (int64_t c = 0; c < 3 * C; c += VL)  /* dx = 0..2: contiguous */
+                        acc += vload(s + c) * vload(wr + c);
+                }
+                float sum = bias[k];
+                for (int l = 0; l < VL; l++)
+                    sum += acc[l];
+                o[z] = relu && sum < 0.f ? 0.f : sum;
+            }
+        }
+    }
+}

@@ -36,6 +36,7 @@ import threading
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 if TYPE_CHECKING:
     from sruc.engine.native import Kernels
@@ -240,6 +241,37 @@ class Plan:
         buf[:, :, 1 + w :].zero_()
         self.current = 0
 
+    def head(self, x: torch.Tensor, conv: EdgeConv) -> None:
+        """Put ``conv(x)`` (x: N, Cin, H, W float32; the compiled kernels only) in the
+        first buffer: the convolution before the stack, computed into its padding."""
+        assert self.kernels is not None
+        n, h, w, c = self.shape
+        xp = F.pad(x.float(), (1, 1, 1, 1)).contiguous()  # NCHW with its zero border
+        buf = self.bufs[0]
+        _, hp, wp, _ = buf.shape
+        self.kernels.lib.sruc_conv_head(
+            xp.data_ptr(), n, x.shape[1], h, w, conv.weight.data_ptr(), conv.bias.data_ptr(),
+            int(conv.relu), buf.data_ptr(), hp, wp, c, torch.get_num_threads(),
+        )  # fmt: skip
+        buf[:, 1 + h :].zero_()
+        buf[:, :, 1 + w :].zero_()
+        self.current = 0
+
+    def tail(self, conv: EdgeConv) -> torch.Tensor:
+        """``conv`` of the current buffer, the convolution after the stack (the compiled
+        kernels only), as a new (N, Kout, H, W) float32 tensor."""
+        assert self.kernels is not None
+        n, h, w, c = self.shape
+        src = self.bufs[self.current]
+        _, hp, wp, _ = src.shape
+        kout = conv.weight.shape[0]
+        y = torch.empty(n, kout, h, w)
+        self.kernels.lib.sruc_conv_tail(
+            src.data_ptr(), n, hp, wp, c, h, w, conv.weight.data_ptr(), conv.bias.data_ptr(),
+            int(conv.relu), y.data_ptr(), kout, torch.get_num_threads(),
+        )  # fmt: skip
+        return y
+
     def conv(self, u: torch.Tensor, bias: torch.Tensor | None, relu: bool) -> None:
         """One 3x3 convolution (padding 1) of the current buffer into the other."""
         if self.kernels is not None:
@@ -304,6 +336,31 @@ class Plan:
         return self.bufs[self.current][:, 1 : 1 + h, 1 : 1 + w].permute(0, 3, 1, 2)
 
 
+class EdgeConv(NamedTuple):
+    """A 3x3, padding-1 convolution before (``head``) or after (``tail``) a compiled
+    stack, its weights in the layout of ``winograd.c``'s ``sruc_conv_head`` / ``_tail``."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    relu: bool
+
+    @classmethod
+    def head(cls, w: torch.Tensor, b: torch.Tensor | None, relu: bool) -> EdgeConv:
+        k, cin = w.shape[:2]  # -> (9 * Cin, K), row (dy * 3 + dx) * Cin + ci
+        weight = w.detach().float().cpu().permute(2, 3, 1, 0).reshape(9 * cin, k)
+        return cls(weight.contiguous(), _bias(b, k), relu)
+
+    @classmethod
+    def tail(cls, w: torch.Tensor, b: torch.Tensor | None, relu: bool) -> EdgeConv:
+        k, c = w.shape[:2]  # -> (Kout, 9 * C), column (dy * 3 + dx) * C + c
+        weight = w.detach().float().cpu().permute(0, 2, 3, 1).reshape(k, 9 * c)
+        return cls(weight.contiguous(), _bias(b, k), relu)
+
+
+def _bias(b: torch.Tensor | None, k: int) -> torch.Tensor:
+    return torch.zeros(k) if b is None else b.detach().float().cpu().contiguous()
+
+
 class WinogradStack:
     """Consecutive 3x3, padding-1 convolutions of ``C -> C`` channels, each optionally
     followed by a ReLU, through Winograd on the CPU (the variant: :func:`block_size`)."""
@@ -313,13 +370,22 @@ class WinogradStack:
         layers: list[tuple[torch.Tensor, torch.Tensor | None, bool]],
         kernels: Kernels | None = None,
         products: torch.dtype = torch.float32,
+        head: tuple[torch.Tensor, torch.Tensor | None, bool] | None = None,
+        tail: tuple[torch.Tensor, torch.Tensor | None, bool] | None = None,
     ) -> None:
         """``kernels``: the compiled transforms (:func:`sruc.engine.native.kernels`), or
         None for the PyTorch ones. ``products``: the dtype of the 36 matrix products,
         float32, or bfloat16 on CPUs that have it (the compiled transforms only: the
-        transforms and the activations between layers stay float32)."""
+        transforms and the activations between layers stay float32). ``head``, ``tail``
+        (compiled kernels only): a 3x3, padding-1 convolution from the input's channels
+        into the stack and one out of it, each ``(weight, bias, relu)``, run in float32
+        straight into and out of the stack's buffers (:func:`edges_fit` says when)."""
+        if (head is not None or tail is not None) and kernels is None:
+            raise ValueError("head and tail convolutions need the compiled kernels")
         self.kernels = kernels
         self.products = products
+        self.head = None if head is None else EdgeConv.head(*head)
+        self.tail = None if tail is None else EdgeConv.tail(*tail)
         self.block = block_size(kernels, products, layers[0][0].shape[1]) if layers else 4
         self.layers = [
             (
@@ -333,22 +399,47 @@ class WinogradStack:
         self._lock = threading.Lock()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: (N, C, H, W) float32 (or bfloat16) on the CPU. Returns the result as a
-        new float32 channels-last tensor (what the next convolution reads). Calls from several
-        threads take turns: the kept buffers serve one call at a time."""
-        n, c, h, w = x.shape
+        """``x``: (N, C, H, W) float32 (or bfloat16) on the CPU (with a ``head``: its
+        input). Returns the result as a new float32 tensor: channels-last (what the next
+        convolution reads), or with a ``tail`` its (N, Kout, H, W) output. Calls from
+        several threads take turns: the kept buffers serve one call at a time."""
+        n, _, h, w = x.shape
+        c = self.layers[0][0].shape[1] if self.layers else x.shape[1]
         key, threads = (n, h, w, c), torch.get_num_threads()
         with self._lock:
             if self._plan is None or (self._plan.shape, self._plan.threads) != (key, threads):
                 self._plan = None  # free the old buffers before making the new ones
                 self._plan = Plan(n, h, w, c, threads, self.kernels, self.products)
             plan = self._plan
-            plan.load(x)
+            if self.head is not None:
+                plan.head(x, self.head)
+            else:
+                plan.load(x)
             for u, b, relu in self.layers:
                 plan.conv(u, b, relu)
+            if self.tail is not None:
+                out = plan.tail(self.tail)
+            else:
+                out = plan.result().contiguous(memory_format=torch.channels_last)
             if plan.bufs[0].nbytes > KEEP_PLAN_BYTES:
                 self._plan = None  # a whole big image's buffers go with this call
-            return plan.result().contiguous(memory_format=torch.channels_last)
+            return out
+
+
+def edges_fit(
+    head: torch.Tensor, tail: torch.Tensor, head_padding: int, tail_padding: int, channels: int
+) -> bool:
+    """Whether convolutions with these weights can be a compiled stack's ``head`` and
+    ``tail``: 3x3, padding 1, from and into ``channels`` (a multiple of
+    :data:`~sruc.engine.native.LANES`)."""
+    from sruc.engine.native import LANES
+
+    return (
+        channels % LANES == 0
+        and tuple(head.shape[2:]) == (3, 3) == tuple(tail.shape[2:])
+        and head_padding == 1 == tail_padding
+        and head.shape[0] == channels == tail.shape[1]
+    )
 
 
 def eligible(weight: torch.Tensor, padding: int, min_channels: int) -> bool:
@@ -358,4 +449,12 @@ def eligible(weight: torch.Tensor, padding: int, min_channels: int) -> bool:
     return (kh, kw) == (3, 3) and padding == 1 and k == c and c >= min_channels
 
 
-__all__ = ["KEEP_PLAN_BYTES", "Plan", "WinogradStack", "eligible", "transform_weights"]
+__all__ = [
+    "KEEP_PLAN_BYTES",
+    "EdgeConv",
+    "Plan",
+    "WinogradStack",
+    "edges_fit",
+    "eligible",
+    "transform_weights",
+]
