@@ -209,9 +209,10 @@ class ConvChain:
     channels up to :data:`CPU_MIN_IN_CHANNELS` (with zero weights: the sums
     are unchanged), which takes oneDNN off its slow one-channel path. In
     float32 on CPUs, as the engine policy says, 3x3 layers of at least
-    :data:`WINOGRAD_MIN_CHANNELS` channels run Winograd F(4x4, 3x3)
+    :data:`WINOGRAD_MIN_CHANNELS` channels run Winograd
     (:mod:`sruc.engine.winograd`, ``--engine winograd``) or NNPACK's Winograd
-    where it is available (:func:`winograd_available`, ``--engine nnpack``).
+    where it is available (:func:`winograd_available`, ``--engine nnpack``);
+    with sruc's compiled kernels a VDSR chain runs whole in C (:attr:`whole`).
     Input and output are float32; VDSR adds its residual in float32.
     """
 
@@ -278,8 +279,8 @@ class ConvChain:
         """The chain of a module whose spec gives a convolution plan, else None.
 
         ``conv3x3``: how eligible fp32 CPU 3x3 layers run: ``direct`` (oneDNN's
-        direct convolution, ``--engine torch``), ``winograd`` (F(4x4, 3x3),
-        :mod:`sruc.engine.winograd`, what ``auto`` runs) or ``nnpack`` (NNPACK's
+        direct convolution, ``--engine torch``), ``winograd``
+        (:mod:`sruc.engine.winograd`, what ``auto`` runs) or ``nnpack`` (NNPACK's
         Winograd, where :func:`winograd_available`). Winograd's rounding depends on
         where a pixel falls in its blocks, so a tiled run differs from an untiled one
         in the last bits (and, rarely, by one 8-bit level); the direct path's tiles

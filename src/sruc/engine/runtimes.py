@@ -8,7 +8,8 @@ naive forward. ``--engine auto|torch|winograd|nnpack|onnxruntime|openvino`` on
 
 - :func:`choose_engine` is the one policy: what ``--engine`` means on a device
   at a precision. ``auto`` is PyTorch everywhere, with VDSR's 3x3 layers as
-  Winograd F(4x4, 3x3) (:mod:`sruc.engine.winograd`) in fp32 on CPUs, the
+  Winograd (:mod:`sruc.engine.winograd`; F(6x6, 3x3) in C where a C compiler
+  works) in fp32 on CPUs, the
   fastest fp32 route measured (``benchmarks/engines.py``, README "Speed").
   ``torch`` is PyTorch's direct convolution, whose tiles equal an untiled run to
   the bit; Winograd (ours, or NNPACK's: ``nnpack``) and the engines agree with it

@@ -1,19 +1,23 @@
-/* Fused Winograd F(4x4, 3x3) transforms for sruc (src/sruc/engine/winograd.py).
+/* Compiled Winograd convolutions for sruc (src/sruc/engine/winograd.py).
  *
  * Compiled on first use by sruc.engine.native with the machine's C compiler and
- * called through ctypes; where no compiler works, winograd.py runs the same
- * transforms as whole-tensor PyTorch additions. Each function does in one pass
- * over memory what the PyTorch version does in 12 (input) or 10 (output):
+ * called through ctypes; where no compiler works, winograd.py runs F(4x4, 3x3)
+ * with its transforms as whole-tensor PyTorch additions and torch.bmm.
  *
- *   wino_in:  V[i*6+j][t][c] = (B^T d B)[i][j], d = the 6x6 window of block t
- *   wino_out: y = A^T M A + bias, then ReLU, into the 4x4 output block
+ *   sruc_wino6_layer: one whole 3x3 layer by F(6x6, 3x3) in float32: per group of
+ *       blocks, the input transform, the 64 matrix products (a register-tiled
+ *       micro-kernel) and the output transform (+ bias, ReLU), in the core's cache
+ *   sruc_wino_in / sruc_wino_out: F(4x4, 3x3)'s transforms for a strip of blocks,
+ *       around a torch.bmm in bfloat16 (bf16 = 1; V rounded to nearest even) or
+ *       float32: what the bf16 products run
+ *   sruc_conv_head / sruc_conv_tail: the direct 3x3 convolutions before and after a
+ *       stack (VDSR's first and last layers), into and out of its buffers
  *
- * B^T and A^T are those of the points 0, +-1, +-2 (Lavin & Gray, CVPR 2016).
- * Layout: activations are zero-padded NHWC (n, hp, wp, C), 4 blocks per 4 pixels,
- * one pixel of padding; V and M are (36, T, C) with a stride vs (or ms) between
- * their 36 planes, float32, or bfloat16 (bf16 = 1: the products then run in bf16;
- * V is rounded to nearest even, the transforms stay float32). C must be a multiple
- * of 16 (the caller checks).
+ * B^T, G and A^T are Lavin & Gray's (CVPR 2016): points 0, +-1, +-2 for F(4x4, 3x3),
+ * and +-1/2 besides for F(6x6, 3x3). Layout: activations are zero-padded NHWC
+ * (n, hp, wp, C), one pixel of padding, the blocks' overhang past the image zeroed
+ * after each layer; V and M are (points, T, C) with a stride between their planes.
+ * C must be a multiple of 16 (the caller checks).
  */
 #include <stdint.h>
 #include <string.h>

@@ -1,31 +1,40 @@
-"""Winograd F(4x4, 3x3) convolution in PyTorch, for fp32 3x3 layers on CPUs.
+"""Winograd convolution for fp32 (and bf16-product) 3x3 layers on CPUs.
 
 In fp32 on CPUs (``--engine auto`` or ``winograd``) VDSR's eighteen 64 -> 64
-middle layers run through this module; the first and last layers (1 -> 64,
-64 -> 1) stay on oneDNN's direct convolution. Winograd's minimal filtering
-algorithm (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
-CVPR 2016) computes a 4x4 block of a 3x3 convolution from the 6x6 input window
-around it with 36 multiplies per channel pair instead of 144:
+middle layers run through this module. Winograd's minimal filtering algorithm
+(Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016)
+computes an m x m block of a 3x3 convolution from the (m+2) x (m+2) input
+window around it:
 
     Y = A^T [ (G g G^T) * (B^T d B) ] A
 
-where ``g`` is a 3x3 kernel, ``d`` a 6x6 input window, ``*`` the element-wise
-product summed over input channels. Summed over channels, the 36 element-wise
-products are 36 independent matrix products ``(T x C) @ (C x K)`` over the T
-blocks of the image: one batched GEMM, 4x fewer multiplies than the direct
-convolution. The input and output transforms (``B^T d B``, ``A^T m A``) have
-small integer coefficients and are written as a handful of whole-tensor
-additions, each over a strip of blocks small enough to stay in the CPU's cache.
+where ``g`` is a 3x3 kernel, ``d`` the input window, ``*`` the element-wise
+product summed over input channels. Summed over channels, the (m+2)^2
+element-wise products are independent matrix products ``(T x C) @ (C x K)``
+over the T blocks of the image. Two variants:
+
+- F(6x6, 3x3) (64 products, 1.78 multiplies an output against the direct 9),
+  with the compiled kernels (:mod:`sruc.engine.native`, ``winograd.c``): each
+  layer is one C call that transforms, multiplies and transforms back a group
+  of blocks at a time while they are in the core's cache; with a
+  :class:`WinogradStack`'s ``head`` and ``tail`` the convolutions before and
+  after the stack (VDSR's 1 -> 64 and 64 -> 1) run in C too, straight into and
+  out of its buffers (:class:`sruc.engine.fused.ConvChain` does this for VDSR);
+- F(4x4, 3x3) (36 products, 2.25 multiplies an output): where no C compiler
+  works, its transforms as a handful of whole-tensor PyTorch additions over a
+  strip of blocks at a time and the products as one ``torch.bmm``; and with
+  bf16 products (compiled transforms, oneDNN's bf16 ``bmm``), whose rounding
+  F(6x6, 3x3)'s larger coefficients would amplify.
 
 What this gives (``benchmarks/engines.py``, README "Speed"): the fastest fp32
 route sruc has on CPUs, and so what ``--engine auto`` runs in fp32 there. The
-result equals the direct convolution to fp32 rounding (relative error ~1e-6:
-the transforms multiply by up to 8 and divide by 24), not to the bit, so a
-tiled run differs from an untiled one in the last bits (at most one 8-bit
-level, in under 1% of pixels); ``--engine torch`` is the exact direct path.
+result equals the direct convolution to fp32 rounding (relative error ~1e-6),
+not to the bit, so a tiled run differs from an untiled one in the last bits
+(at most one 8-bit level, in under 1% of pixels); ``--engine torch`` is the
+exact direct path.
 
-Layout: activations live in two zero-padded NHWC buffers (``N, 4*th+2,
-4*tw+2, C`` for ``th x tw`` blocks), one read and one written per layer, so no
+Layout: activations live in two zero-padded NHWC buffers (``N, m*th+2,
+m*tw+2, C`` for ``th x tw`` blocks), one read and one written per layer, so no
 layer pads or copies its input. Every view the transforms use is made once per
 geometry (:class:`Plan`), and a :class:`WinogradStack` keeps the last plan.
 """
