@@ -3,11 +3,11 @@
 Routes (VDSR 20 x 3x3 x 64, the release weights, one square tile, float32 in and out):
 
 - naive fp32: the plain nn.Module, NCHW, whole tile (the reference, 1.00x);
-- sruc torch fp32 direct: engine/fused.ConvChain (oneDNN direct, channels-last), the default;
+- sruc --engine torch fp32: engine/fused.ConvChain (oneDNN direct, channels-last): exact tiles;
 - sruc --engine winograd: ConvChain with the 18 middle layers through engine/winograd.py
-  (route (b) of issue 25): F(6x6,3x3) with its transforms compiled from engine/winograd.c
-  (engine/native.py; what `auto` runs in fp32) and, as a second route, F(4x4,3x3) with its
-  transforms written as PyTorch additions (what runs where no C compiler works);
+  (route (b) of issue 25): F(6x6,3x3) compiled from engine/winograd.c, first and last layers
+  included (engine/native.py; what `auto` runs in fp32) and, as a second route, F(4x4,3x3)
+  with its transforms written as PyTorch additions (what runs where no C compiler works);
 - sruc --engine nnpack: ConvChain with NNPACK's Winograd F(6x6,3x3) where it initialises;
 - sruc bf16 winograd: what `auto` runs where the CPU has bf16 and the transforms are
   compiled: the Winograd layers' products in bf16, the rest in fp32;
@@ -121,21 +121,28 @@ def routes(threads: int, cache: str) -> tuple[dict[str, Route], list[str]]:
     out: dict[str, Route] = {"naive fp32 (nn.Module, NCHW)": module}
     notes: list[str] = []
     direct = ConvChain.of(module, torch.float32, cpu)
-    out["sruc torch fp32 direct (oneDNN, the default)"] = direct
+    out["sruc --engine torch fp32 (direct, oneDNN)"] = direct
     from sruc.engine import native
 
-    wino = ConvChain.of(module, torch.float32, cpu, conv3x3="winograd")
     if native.kernels() is not None:
-        out["sruc --engine winograd (F(6x6,3x3), compiled transforms)"] = wino
         wino = ConvChain.of(module, torch.float32, cpu, conv3x3="winograd")
+        out["sruc --engine winograd (F(6x6,3x3), compiled)"] = wino
     else:
-        notes.append(f"compiled Winograd transforms: {native.status()}")
-    from sruc.engine.winograd import WinogradStack
-
-    for i, (j, _) in list(wino.stacks.items()):  # the transforms as PyTorch additions
-        layers = [(c.weight, c.bias, c.relu) for c in wino.convs[i:j]]
-        wino.stacks[i] = (j, WinogradStack(layers, None))
-    out["sruc --engine winograd (F(4x4,3x3), PyTorch transforms)"] = wino
+        notes.append(f"compiled Winograd kernels: {native.status()}")
+    # What runs where no C compiler works (as SRUC_NATIVE=0 makes it).
+    saved = os.environ.get(native.ENV_NATIVE)
+    os.environ[native.ENV_NATIVE] = "0"
+    native.reset()
+    try:
+        plain = ConvChain.of(module, torch.float32, cpu, conv3x3="winograd")
+    finally:
+        if saved is None:
+            del os.environ[native.ENV_NATIVE]
+        else:
+            os.environ[native.ENV_NATIVE] = saved
+        native.reset()
+        native.kernels()
+    out["sruc --engine winograd (F(4x4,3x3), PyTorch transforms)"] = plain
     nnpack = ConvChain.of(module, torch.float32, cpu, conv3x3="nnpack")
     if any(c.nnpack for c in nnpack.convs):
         out["sruc --engine nnpack"] = nnpack
