@@ -121,6 +121,19 @@ def test_kernels_that_fail_their_check_are_not_used_and_not_kept(
     assert _libraries(fresh) == []
 
 
+@needs_cc
+@pytest.mark.parametrize("name", ["sruc_wino6_layer", "sruc_conv_head", "sruc_conv_tail"])
+def test_the_check_catches_a_wrong_kernel(name: str) -> None:
+    """Each compiled entry point is in the self-check: one that does nothing fails it."""
+    k = native.kernels()
+    assert k is not None and native._self_check(k)
+    broken = native._load(k.path) if k.path is not None else None
+    if broken is None:
+        pytest.skip("the kernels are not cached: no second copy to break")
+    setattr(broken, name, lambda *args: None)
+    assert not native._self_check(native.Kernels(broken, k.path, k.compiler, k.flags))
+
+
 def test_an_odd_channel_count_runs_the_pytorch_transforms() -> None:
     from sruc.engine.winograd import Plan
 

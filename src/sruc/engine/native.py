@@ -194,10 +194,24 @@ def _self_check(k: Kernels) -> bool:
         plan.conv(u, None, False)
         out.append(plan.bufs[plan.current][:, :11, :9].clone())  # the image and its border
     top = out[0].abs().max().item()
-    return bool(
+    if not (
         (out[1] - out[0]).abs().max().item() <= 1e-4 * top
         and (out[2] - out[0]).abs().max().item() <= 0.1 * top
-    )
+    ):
+        return False
+    # A whole chain, first and last layers included (3 -> 16 -> 16 -> 2 channels),
+    # against the direct convolutions in float64.
+    from sruc.engine.winograd import WinogradStack
+
+    wh, bh = torch.randn(LANES, 3, 3, 3, generator=g) * 0.3, torch.randn(LANES, generator=g)
+    wt, bt = torch.randn(2, LANES, 3, 3, generator=g) * 0.2, torch.randn(2, generator=g)
+    x3 = torch.randn(2, 3, 9, 7, generator=g)
+    got = WinogradStack([(w, b, True)], k, head=(wh, bh, True), tail=(wt, bt, False))(x3)
+    conv = torch.nn.functional.conv2d
+    h = torch.relu(conv(x3.double(), wh.double(), bh.double(), padding=1))
+    h = torch.relu(conv(h, w.double(), b.double(), padding=1))
+    want = conv(h, wt.double(), bt.double(), padding=1)
+    return bool((got.double() - want).abs().max().item() <= 1e-4 * want.abs().max().item())
 
 
 def _find(env: Mapping[str, str], cache_dir: Path) -> tuple[Kernels | None, str]:
