@@ -23,13 +23,18 @@ CPUS = {
     "zen4": {"_is_avx512_bf16_supported": True, "_is_avx512_supported": True},
     "skylake": {"_is_avx512_bf16_supported": False, "_is_avx512_supported": True},
     "zen1": {"_is_avx512_bf16_supported": False, "_is_avx512_supported": False},
+    "sapphire-rapids": {
+        "_is_avx512_bf16_supported": True,
+        "_is_avx512_supported": True,
+        "_is_amx_tile_supported": True,
+    },
 }
 
 
 @pytest.fixture
 def fake_cpu(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     def use(name: str, **env: str) -> None:
-        flags = {**CPUS[name], "_is_amx_tile_supported": False}
+        flags = {"_is_amx_tile_supported": False, **CPUS[name]}
         for flag, value in flags.items():
             monkeypatch.setattr(torch.cpu, flag, lambda v=value: v, raising=False)
         for key in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
@@ -50,6 +55,15 @@ def test_auto_picks_bf16_only_where_it_is_native(fake_cpu) -> None:  # type: ign
         assert resolve_precision("auto", CPU) == "fp32", (name, env)
     fake_cpu("zen4", ONEDNN_MAX_CPU_ISA="AVX512_CORE_AMX")  # a cap above bf16 keeps it
     assert resolve_precision("auto", CPU) == "bf16"
+
+
+def test_amx_is_seen_within_the_caps(fake_cpu) -> None:  # type: ignore[no-untyped-def]
+    fake_cpu("sapphire-rapids")
+    assert precision.cpu_has_amx() and resolve_precision("auto", CPU) == "bf16"
+    for name, env in [("zen4", {}), ("sapphire-rapids", {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}),
+                      ("sapphire-rapids", {"ATEN_CPU_CAPABILITY": "avx2"})]:  # fmt: skip
+        fake_cpu(name, **env)
+        assert not precision.cpu_has_amx(), (name, env)
 
 
 def test_forced_bf16_runs_where_onednn_can_emulate_it(fake_cpu) -> None:  # type: ignore[no-untyped-def]

@@ -70,8 +70,14 @@ def test_auto_is_torch_where_torch_is_fastest(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(runtimes, "_compiled_winograd", lambda: False)
     assert choose_engine("auto", CPU, "bf16") == "torch"
     monkeypatch.setattr(runtimes, "_compiled_winograd", lambda: True)
+    monkeypatch.setattr(runtimes, "_amx", lambda: False)
     assert choose_engine("auto", CPU, "bf16") == "winograd"
     assert choose_engine("auto", CPU, "fp16") == "torch"
+    # with AMX, oneDNN's direct bf16 runs on the matrix units; fp32 stays Winograd
+    monkeypatch.setattr(runtimes, "_amx", lambda: True)
+    assert choose_engine("auto", CPU, "bf16") == "torch"
+    assert choose_engine("auto", CPU, "fp32") == "winograd"
+    assert choose_engine("winograd", CPU, "bf16") == "winograd"  # asked for by name
 
 
 def test_auto_is_winograd_on_fp32_cpus_whatever_is_installed(

@@ -75,6 +75,12 @@ def cpu_has_native_bf16(env: Mapping[str, str] | None = None) -> bool:
     return native and rank >= _ONEDNN_ISAS.index("AVX512_CORE_BF16")
 
 
+def cpu_has_amx(env: Mapping[str, str] | None = None) -> bool:
+    """Whether oneDNN may run bf16 on the CPU's matrix units (AMX), within the caps."""
+    rank = _isa_rank(os.environ if env is None else env)
+    return _cpu_flag("_is_amx_tile_supported") and rank >= _ONEDNN_ISAS.index("AVX10_1_512_AMX")
+
+
 def cpu_can_run_bf16(env: Mapping[str, str] | None = None) -> bool:
     """Whether oneDNN runs bf16 convolutions here at all (natively, or emulated with
     AVX-512 F/BW/VL/DQ), within the caps; without it they fail at the first call."""

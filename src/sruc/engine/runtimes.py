@@ -93,6 +93,12 @@ def _compiled_winograd() -> bool:
     return kernels() is not None
 
 
+def _amx() -> bool:
+    from sruc.engine.precision import cpu_has_amx
+
+    return cpu_has_amx()
+
+
 def choose_engine(engine: str, device: torch.device, precision: str) -> str:
     """The one engine policy: what ``engine`` means on ``device`` at a resolved ``precision``.
 
@@ -116,9 +122,15 @@ def choose_engine(engine: str, device: torch.device, precision: str) -> str:
         return engine
     if engine == "auto":
         # On a CPU, Winograd is the fastest route in fp32 (its transforms compiled or not)
-        # and in bf16 (compiled only: README "Speed"); elsewhere torch
+        # and in bf16 where the compiled transforms run and there is no AMX (README
+        # "Speed"); elsewhere torch. With AMX, oneDNN's direct bf16 convolutions run on
+        # the matrix units (1.34 MP/s end to end on the 2-core AMX Xeon, 11.7x naive),
+        # while Winograd's fp32 transforms alone would cap it near that (~6 ms a 384 px
+        # layer on two Zen 4 cores: 1.4 MP/s for VDSR's 18 layers).
         cpu = device.type == "cpu"
-        if cpu and (precision == "fp32" or (precision == "bf16" and _compiled_winograd())):
+        if cpu and precision == "fp32":
+            return "winograd"
+        if cpu and precision == "bf16" and _compiled_winograd() and not _amx():
             return "winograd"
         return "torch"
     if not installed(engine):
