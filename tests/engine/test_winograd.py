@@ -195,6 +195,8 @@ def test_compiled_chain_runs_whole_first_and_last_layers_included(
     assert plain is not None and plain.whole is None and list(plain.stacks) == [1]
     with pytest.raises(ValueError, match="compiled"):
         WinogradStack(_layers(1, 16, seed=0), None, head=_layers(1, 16, seed=1)[0])
+    with pytest.raises(ValueError, match="cannot read"):  # an input of other channels
+        chain.whole(torch.rand(1, colours + 1, 8, 8))
 
 
 def test_bf16_products_stay_close_to_the_convolution() -> None:

@@ -255,6 +255,8 @@ class Plan:
         first buffer: the convolution before the stack, computed into its padding."""
         assert self.kernels is not None
         n, h, w, c = self.shape
+        if tuple(x.shape) != (n, conv.weight.shape[0] // 9, h, w) or conv.weight.shape[1] != c:
+            raise ValueError(f"a head of {tuple(conv.weight.shape)} cannot read {tuple(x.shape)}")
         xp = F.pad(x.float(), (1, 1, 1, 1)).contiguous()  # NCHW with its zero border
         buf = self.bufs[0]
         _, hp, wp, _ = buf.shape
