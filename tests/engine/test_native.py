@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sruc.engine import native
+from sruc.engine import native, winograd
 from sruc.engine.winograd import WinogradStack, transform_weights
 
 needs_cc = pytest.mark.skipif(
@@ -132,6 +132,39 @@ def test_the_check_catches_a_wrong_kernel(name: str) -> None:
         pytest.skip("the kernels are not cached: no second copy to break")
     setattr(broken, name, lambda *args: None)
     assert not native._self_check(native.Kernels(broken, k.path, k.compiler, k.flags))
+
+
+@needs_cc
+def test_a_build_without_openmp_still_uses_every_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Apple's clang has no OpenMP: the layer's groups then run as ranges on Python
+    threads, with the same results as the OpenMP build."""
+    k = native.kernels()
+    assert k is not None
+    flags = [f for f in k.flags if f != "-fopenmp"]
+    lib_path = tmp_path / "plain.so"
+    assert native._build(k.compiler, flags, lib_path) is None
+    lib = native._load(lib_path)
+    assert lib is not None
+    plain = native.Kernels(lib, None, k.compiler, tuple(flags))
+    assert not plain.openmp and native._self_check(plain)
+    parts: list[tuple[int, int]] = []
+    real = winograd._run_parts
+
+    def spy(run, groups: int, threads: int) -> None:  # type: ignore[no-untyped-def]
+        parts.append((groups, threads))
+        real(run, groups, threads)
+
+    monkeypatch.setattr(winograd, "_run_parts", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        got = _stack_result(plain)
+    finally:
+        torch.set_num_threads(before)
+    assert parts and all(t == 3 for _, t in parts)
+    assert torch.equal(got, _stack_result(k))
 
 
 def test_an_odd_channel_count_runs_the_pytorch_transforms() -> None:

@@ -154,7 +154,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.sruc_wino_out.argtypes += [_I64, _I64, _PTR, _I64, _I64, _I64, i32]
     lib.sruc_wino_out.restype = None
     lib.sruc_wino6_layer.argtypes = [_PTR, _I64, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR]
-    lib.sruc_wino6_layer.argtypes += [i32, _I64, _I64, _PTR, _PTR, _I64, i32]
+    lib.sruc_wino6_layer.argtypes += [i32, _I64, _I64, _PTR, _PTR, _I64, _I64, _I64, i32]
     lib.sruc_wino6_layer.restype = None
     lib.sruc_conv_head.argtypes = [_PTR, _I64, _I64, _I64, _I64, _PTR, _PTR, i32, _PTR]
     lib.sruc_conv_head.argtypes += [_I64, _I64, _I64, i32]

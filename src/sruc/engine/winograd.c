@@ -296,8 +296,9 @@ static inline void out6_block(const float *restrict mb, int64_t ms,
  * for a group of G blocks whose V and M stay in the core's cache. Each micro-kernel
  * keeps an R x (NV vectors) tile of M in registers over the C input channels, the
  * shape of a BLAS micro-kernel: 6 x 64 floats with AVX-512 (24 of 32 registers),
- * 3 x 32 with AVX2 (12 of 16). Written with GCC/Clang vector types, so the compiler
- * picks the instructions for whatever ISA flags it was given. */
+ * 3 x 32 with AVX2 (12 of 16), 6 x 16 with NEON (24 of 32), 4 x 8 otherwise.
+ * Written with GCC/Clang vector types, so the compiler picks the instructions for
+ * whatever ISA flags it was given. */
 #if defined(__AVX512F__)
 #define VL 16
 #define MR 6
@@ -305,6 +306,10 @@ static inline void out6_block(const float *restrict mb, int64_t ms,
 #elif defined(__AVX__)
 #define VL 8
 #define MR 3
+#define NV 4
+#elif defined(__aarch64__)
+#define VL 4
+#define MR 6
 #define NV 4
 #else
 #define VL 4
@@ -373,16 +378,18 @@ static void gemm_group(const float *restrict a, const float *restrict b, float *
 /* One whole 3x3 layer by F(6x6, 3x3), float32: the padded NHWC image x (nimg x hp x
  * wp x C, th x tw blocks) -> dst (same geometry, K = C channels), + bias, ReLU, the
  * padding past the h x w image zeroed. u: the transformed kernels, (64, C, K). Each
- * thread takes groups of `group` blocks and, for each, runs the input transform, the
- * 64 products and the output transform while they are in its cache; scratch holds
- * 64 * group * (C + K) floats per thread. */
+ * thread takes groups of `group` blocks (groups g0 .. g1-1 of the image's blocks in
+ * order) and, for each, runs the input transform, the 64 products and the output
+ * transform while they are in its cache; scratch holds 64 * group * (C + K) floats
+ * per thread. Without OpenMP the caller runs ranges of groups on threads of its own. */
 void sruc_wino6_layer(const float *restrict x, int64_t hp, int64_t wp, int64_t C,
                       int64_t th, int64_t tw, int64_t nimg, const float *restrict u,
                       const float *restrict bias, int relu, int64_t h, int64_t w,
-                      float *restrict dst, float *restrict scratch, int64_t group, int threads)
+                      float *restrict dst, float *restrict scratch, int64_t group, int64_t g0,
+                      int64_t g1, int threads)
 {
     const int64_t K = C, rs = wp * C, per = th * tw, T = nimg * per;
-    const int64_t groups = (T + group - 1) / group, vs = group * C, ms = group * K;
+    const int64_t vs = group * C, ms = group * K;
 #pragma omp parallel num_threads(threads)
     {
 #ifdef _OPENMP
@@ -395,7 +402,7 @@ void sruc_wino6_layer(const float *restrict x, int64_t hp, int64_t wp, int64_t C
          * groups instead of holding up the others (a 384 px layer with one core
          * busy: 25 ms on two threads, 32 on one, 34.5 with a static split) */
 #pragma omp for schedule(dynamic)
-        for (int64_t gi = 0; gi < groups; gi++) {
+        for (int64_t gi = g0; gi < g1; gi++) {
             const int64_t t0 = gi * group, g = T - t0 < group ? T - t0 : group;
             for (int64_t i = 0; i < g; i++) {
                 const int64_t t = t0 + i, n = t / per, a = t % per / tw, b = t % tw;

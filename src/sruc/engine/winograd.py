@@ -42,6 +42,8 @@ geometry (:class:`Plan`), and a :class:`WinogradStack` keeps the last plan.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
@@ -318,13 +320,22 @@ class Plan:
         x_, d_ = src.data_ptr(), dst.data_ptr()
         if self.block == 6:  # F(6x6, 3x3), float32: transforms and products in one call
             th, tw = self.tiles
-            need = threads * 64 * _GROUP_BLOCKS * 2 * c
-            if self.scratch.numel() < need:
-                self.scratch = torch.empty(need)
-            k.lib.sruc_wino6_layer(
-                x_, hp, wp, c, th, tw, n, u.data_ptr(), b.data_ptr(), r, h, w, d_,
-                self.scratch.data_ptr(), _GROUP_BLOCKS, threads,
-            )  # fmt: skip
+            groups = -(-n * th * tw // _GROUP_BLOCKS)
+            per = 64 * _GROUP_BLOCKS * 2 * c  # scratch floats per thread
+            if self.scratch.numel() < threads * per:
+                self.scratch = torch.empty(threads * per)
+            s_ = self.scratch.data_ptr()
+
+            def run(part: int, g0: int, g1: int, omp_threads: int) -> None:
+                k.lib.sruc_wino6_layer(
+                    x_, hp, wp, c, th, tw, n, u.data_ptr(), b.data_ptr(), r, h, w, d_,
+                    s_ + part * per * 4, _GROUP_BLOCKS, g0, g1, omp_threads,
+                )  # fmt: skip
+
+            if k.openmp or threads == 1:
+                run(0, 0, groups, threads)
+            else:  # a build without OpenMP (Apple's clang): ranges of groups on threads
+                _run_parts(run, groups, threads)
             self.current = 1 - self.current
             return
         tw = (wp - 2) // self.block
@@ -345,6 +356,31 @@ class Plan:
         """The current buffer's image as an (N, C, H, W) view of NHWC memory."""
         _, h, w, _ = self.shape
         return self.bufs[self.current][:, 1 : 1 + h, 1 : 1 + w].permute(0, 3, 1, 2)
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+def _run_parts(run: Callable[[int, int, int, int], None], groups: int, threads: int) -> None:
+    """``run(part, g0, g1, 1)`` for ``threads`` ranges of the ``groups`` at once, on
+    Python threads: ctypes lets go of the GIL for a call, so they run in parallel
+    (how compiled kernels without OpenMP still use every thread)."""
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size < threads:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool, _pool_size = ThreadPoolExecutor(threads, "sruc-winograd"), threads
+        pool = _pool
+    step = -(-groups // threads)
+    parts = [
+        pool.submit(run, i, g0, min(groups, g0 + step), 1)
+        for i, g0 in enumerate(range(0, groups, step))
+    ]
+    for part in parts:
+        part.result()
 
 
 class EdgeConv(NamedTuple):
