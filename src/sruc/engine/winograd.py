@@ -41,6 +41,7 @@ geometry (:class:`Plan`), and a :class:`WinogradStack` keeps the last plan.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -370,9 +371,9 @@ def _run_parts(run: Callable[[int, int, int, int], None], groups: int, threads: 
     global _pool, _pool_size
     with _pool_lock:
         if _pool is None or _pool_size < threads:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool, _pool_size = ThreadPoolExecutor(threads, "sruc-winograd"), threads
+            # (a smaller pool is left to finish what other stacks gave it, not shut down)
+            _pool_size = max(threads, os.cpu_count() or 1)
+            _pool = ThreadPoolExecutor(_pool_size, "sruc-winograd")
         pool = _pool
     step = -(-groups // threads)
     parts = [
