@@ -24,11 +24,13 @@ torch's (oneDNN) 3x3 64->64 bf16 convolutions on the same tile, and the direct V
 share of it (Winograd's "GFLOP/s" count the direct convolution's operations, so they can pass
 the peak: it does fewer).
 
-Run it natively and under the AVX2 cap (caps PyTorch's oneDNN and ATen kernels, MKL's GEMM and
-OpenVINO's oneDNN; ONNX Runtime's MLAS has no cap, NNPACK has no AVX-512 kernels):
+Run it natively and under the AVX2 cap (caps PyTorch's oneDNN and ATen kernels, MKL's GEMM,
+OpenVINO's oneDNN and sruc's compiled kernels; ONNX Runtime's MLAS has no cap, NNPACK has no
+AVX-512 kernels); `--both` does the two in one command (the cap in a second process, since the
+caps are read when the libraries load):
 
-    flock /work/cpu-heavy.lock env OMP_NUM_THREADS=1 python benchmarks/engines.py
-    flock /work/cpu-heavy.lock env OMP_NUM_THREADS=1 ONEDNN_MAX_CPU_ISA=AVX2 \\
+    env OMP_NUM_THREADS=1 python benchmarks/engines.py --both
+    env OMP_NUM_THREADS=1 ONEDNN_MAX_CPU_ISA=AVX2 \\
         ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 python benchmarks/engines.py
 """
 
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -52,7 +55,13 @@ CAP_VARS = (
     "MKL_ENABLE_INSTRUCTIONS",
     "OMP_NUM_THREADS",
 )
-SET5 = Path("/work/shared/datasets/eval/Set5")
+#: The AVX2 cap, as `--both` sets it for its second run.
+AVX2_CAP = {
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+}
+SET5 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "eval" / "Set5"
 
 
 # --- routes that are not sruc's ------------------------------------------------------------
@@ -290,6 +299,7 @@ def main() -> None:
     ap.add_argument("--set5", type=Path, default=SET5, help="Set5 folder (HR images)")
     ap.add_argument("--scale", type=int, default=3, help="Set5 scale for the PSNR change")
     ap.add_argument("--no-psnr", action="store_true")
+    ap.add_argument("--both", action="store_true", help="then again under the AVX2 cap")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     header(args.threads)
@@ -331,6 +341,11 @@ def main() -> None:
                 print(f"VDSR bf16 {what}: {got:.1f} GFLOP/s (direct-equivalent) = "
                       f"{100 * got / peak:.0f}% of the peak, "
                       f"{times[naive] / times[bf]:.2f}x naive fp32")  # fmt: skip
+    if args.both:
+        print("\nThe same under the AVX2 cap:\n", flush=True)
+        again = [a for a in sys.argv[1:] if a != "--both"]
+        env = {**os.environ, **AVX2_CAP}
+        subprocess.run([sys.executable, str(Path(__file__).resolve()), *again], env=env, check=True)
 
 
 if __name__ == "__main__":
