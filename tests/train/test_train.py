@@ -484,7 +484,9 @@ def test_two_gloo_processes_end_with_identical_weights(images: Path, tmp_path: P
         "--val-every", "2", "--device", "cpu", *TINY, *FAST,
     ]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    # torchrun's summary comes last; a rank's own complaint (seen once: a SIGABRT,
+    # not reproduced in 8 reruns) comes first, so show both ends.
+    assert proc.returncode == 0, proc.stderr[:3000] + "\n...\n" + proc.stderr[-1500:]
     lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     replicas = [r for r in map(json.loads, lines) if r.get("kind") == "replicas"]
     assert [(r["step"], r["world_size"]) for r in replicas] == [(3, 2)]
