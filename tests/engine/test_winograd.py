@@ -79,7 +79,7 @@ def test_many_strips_and_a_short_last_one(
     x = torch.rand(2, 16, 37, 21, generator=torch.Generator().manual_seed(2))
     whole = WinogradStack(layers, kernels)(x).clone()
     if kernels is None:  # 6 blocks a row x 2 images: one block row a strip
-        monkeypatch.setattr(winograd, "_STRIP_BLOCKS", {4: 12, 6: 8})
+        monkeypatch.setattr(winograd, "_STRIP_BLOCKS", 12)
         assert len(winograd.Plan(2, 37, 21, 16).strips[0]) == -(-37 // 4)
     else:  # 2 x 7 x 4 = 56 blocks in groups of 5: not a multiple of any micro-kernel's rows
         monkeypatch.setattr(winograd, "_GROUP_BLOCKS", 5)

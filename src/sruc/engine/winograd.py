@@ -75,10 +75,10 @@ _G6 = torch.tensor(
      [32 / 45, 16 / 45, 8 / 45], [32 / 45, -16 / 45, 8 / 45], [0, 0, 1]],
     dtype=torch.float64,
 )  # fmt: skip
-#: Blocks per strip and thread aimed at, by output block size: about 300 4x4 blocks
-#: (or 128 6x6 ones) keep one strip's transforms (36 or 64 x T x C floats in and out)
-#: in a CPU's last-level cache.
-_STRIP_BLOCKS = {4: 288, 6: 128}
+#: Blocks per strip and thread aimed at by F(4x4, 3x3) (compiled F(6x6, 3x3) works in
+#: groups instead): about 300 keep one strip's transforms (36 x T x C floats in and
+#: out) in a CPU's last-level cache.
+_STRIP_BLOCKS = 288
 #: Blocks per group of the compiled F(6x6, 3x3) layer: each thread transforms a group,
 #: multiplies it and transforms it back while its V and M (64 x 12 x C floats each:
 #: 393 KB together for 64 channels) are in the core's L2 cache.
@@ -185,18 +185,18 @@ class Plan:
         th, tw = -(-height // b), -(-width // b)
         hp, wp, c = b * th + 2, b * tw + 2, channels
         self.bufs = [torch.zeros(n, hp, wp, c), torch.zeros(n, hp, wp, c)]
-        # block rows per strip: each thread takes its share of every pass over a strip
-        blocks = _STRIP_BLOCKS[b] * max(1, threads)
-        rows = max(1, min(th, blocks // max(1, n * tw)))
-        t_max = n * rows * tw
         self.current = 0
         self.strips: list[list[_Strip]] = []
+        self.zero_bias = torch.zeros(c)
+        if b == 6:  # whole layers in C, each thread in its own scratch (made on use)
+            self.tiles = (th, tw)
+            self.scratch = torch.empty(0)
+            return
+        # block rows per strip: each thread takes its share of every pass over a strip
+        blocks = _STRIP_BLOCKS * max(1, threads)
+        rows = max(1, min(th, blocks // max(1, n * tw)))
+        t_max = n * rows * tw
         if self.kernels is not None:
-            self.zero_bias = torch.zeros(c)
-            if b == 6:  # whole layers in C, each thread in its own scratch (made on use)
-                self.tiles = (th, tw)
-                self.scratch = torch.empty(0)
-                return
             points = (b + 2) ** 2  # the compiled transforms need only v and m
             self.v = torch.empty(points, t_max, c, dtype=products)
             self.m = torch.empty(points, t_max, c, dtype=products)
