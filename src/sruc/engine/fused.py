@@ -232,16 +232,15 @@ class ConvChain:
         needs ``kernels``). :meth:`of` gives both. ``image_channels``: the first
         convolution's input channels before any zero padding (default: all)."""
         self.convs = convs
-        # Runs of Winograd layers, by the index of their first convolution.
-        self.stacks: dict[int, tuple[int, WinogradStack]] = {}
+        # Runs of Winograd layers: (first, end) convolution indices.
+        runs: list[tuple[int, int]] = []
         i = 0
         while i < len(convs):
             j = i
             while j < len(convs) and convs[j].winograd:
                 j += 1
             if j > i:
-                layers = [(c.weight, c.bias, c.relu) for c in convs[i:j]]
-                self.stacks[i] = (j, WinogradStack(layers, kernels, products))
+                runs.append((i, j))
             i = max(j, i + 1)
         self.residual = residual
         self.dtype = dtype
@@ -252,20 +251,24 @@ class ConvChain:
         # and write the stack's buffers (no channel padding, no copies in or out).
         self.whole: WinogradStack | None = None
         first, last = convs[0], convs[-1]
+        head = tail = None
         if (
             kernels is not None
             and dtype == torch.float32
-            and list(self.stacks) == [1]
-            and self.stacks[1][0] == len(convs) - 1
+            and runs == [(1, len(convs) - 1)]
             and edges_fit(first.weight, last.weight, first.padding, last.padding,
                           int(first.weight.shape[0]))
         ):  # fmt: skip
             cin = in_channels if image_channels is None else image_channels
-            layers = [(c.weight, c.bias, c.relu) for c in convs[1:-1]]
             head = (first.weight[:, :cin], first.bias, first.relu)
             tail = (last.weight, last.bias, last.relu)
-            self.whole = WinogradStack(layers, kernels, products, head, tail)
-            self.stacks = {1: (len(convs) - 1, self.whole)}  # one copy of the weights
+        # The stacks, by the index of their first convolution.
+        self.stacks: dict[int, tuple[int, WinogradStack]] = {}
+        for i, j in runs:
+            layers = [(c.weight, c.bias, c.relu) for c in convs[i:j]]
+            self.stacks[i] = (j, WinogradStack(layers, kernels, products, head, tail))
+        if head is not None:
+            self.whole = self.stacks[1][1]
 
     @classmethod
     def of(
