@@ -122,7 +122,17 @@ def test_kernels_that_fail_their_check_are_not_used_and_not_kept(
 
 
 @needs_cc
-@pytest.mark.parametrize("name", ["sruc_wino6_layer", "sruc_conv_head", "sruc_conv_tail"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sruc_wino6_layer",
+        "sruc_conv_head",
+        "sruc_conv_tail",
+        "sruc_wino6_wgrad",
+        "sruc_conv_head_wgrad",
+        "sruc_conv_tail_wgrad",
+    ],
+)
 def test_the_check_catches_a_wrong_kernel(name: str) -> None:
     """Each compiled entry point is in the self-check: one that does nothing fails it."""
     k = native.kernels()

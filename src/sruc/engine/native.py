@@ -36,8 +36,12 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sruc.errors import SrucError
+
+if TYPE_CHECKING:
+    import torch
 
 #: Set to ``0`` to never build or load compiled kernels.
 ENV_NATIVE = "SRUC_NATIVE"
@@ -56,7 +60,7 @@ BUILD_TIMEOUT_S = 120
 #: matrix products run at half speed without it).
 _OPTIONS = ("-O3", "-std=c99", "-ffp-contract=fast", "-shared", "-fPIC")
 #: What ``sruc_wino_version()`` of the current winograd.c returns.
-_VERSION = 4
+_VERSION = 5
 _I64 = ctypes.c_int64
 _PTR = ctypes.c_void_p
 _status = "not tried yet"
@@ -154,14 +158,22 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.sruc_wino_out.argtypes += [_I64, _I64, _PTR, _I64, _I64, _I64, i32]
     lib.sruc_wino_out.restype = None
     lib.sruc_wino6_layer.argtypes = [_PTR, _I64, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR]
-    lib.sruc_wino6_layer.argtypes += [i32, _I64, _I64, _PTR, _PTR, _I64, _I64, _I64, i32]
+    lib.sruc_wino6_layer.argtypes += [i32, _PTR, _I64, _I64, _PTR, _PTR, _I64, _I64, _I64, i32]
     lib.sruc_wino6_layer.restype = None
-    lib.sruc_conv_head.argtypes = [_PTR, _I64, _I64, _I64, _I64, _PTR, _PTR, i32, _PTR]
+    lib.sruc_conv_head.argtypes = [_PTR, _I64, _I64, _I64, _I64, _PTR, _PTR, i32, _PTR, _PTR]
     lib.sruc_conv_head.argtypes += [_I64, _I64, _I64, i32]
     lib.sruc_conv_head.restype = None
     lib.sruc_conv_tail.argtypes = [_PTR, _I64, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR, i32]
     lib.sruc_conv_tail.argtypes += [_PTR, _I64, i32]
     lib.sruc_conv_tail.restype = None
+    lib.sruc_wino6_wgrad.argtypes = [_PTR, _PTR] + [_I64] * 7 + [_PTR, _PTR, _PTR]
+    lib.sruc_wino6_wgrad.argtypes += [_I64, _I64, _I64, i32]
+    lib.sruc_wino6_wgrad.restype = None
+    lib.sruc_conv_head_wgrad.argtypes = [_PTR] + [_I64] * 4 + [_PTR, _I64, _I64, _I64]
+    lib.sruc_conv_head_wgrad.argtypes += [_PTR, _PTR, i32]
+    lib.sruc_conv_head_wgrad.restype = None
+    lib.sruc_conv_tail_wgrad.argtypes = [_PTR] + [_I64] * 6 + [_PTR, _I64, _PTR, _PTR, i32]
+    lib.sruc_conv_tail_wgrad.restype = None
 
 
 def _load(path: Path) -> ctypes.CDLL | None:
@@ -211,7 +223,41 @@ def _self_check(k: Kernels) -> bool:
     h = torch.relu(conv(x3.double(), wh.double(), bh.double(), padding=1))
     h = torch.relu(conv(h, w.double(), b.double(), padding=1))
     want = conv(h, wt.double(), bt.double(), padding=1)
-    return bool((got.double() - want).abs().max().item() <= 1e-4 * want.abs().max().item())
+    if not (got.double() - want).abs().max().item() <= 1e-4 * want.abs().max().item():
+        return False
+    return _training_check(k, g)
+
+
+def _training_check(k: Kernels, g: torch.Generator) -> bool:
+    """Whether training through the kernels (:mod:`sruc.engine.wino_train`) gives the
+    gradients of the direct convolutions in float64, on a 3 -> 16 -> 16 -> 2 chain."""
+    import torch
+    from torch import nn
+
+    from sruc.engine.wino_train import ChainTrainer
+
+    with torch.random.fork_rng(devices=[]):  # (their default init would draw from it)
+        convs = [nn.Conv2d(a, b, 3, padding=1) for a, b in ((3, LANES), (LANES, LANES), (LANES, 2))]
+    for conv in convs:
+        for p in conv.parameters():
+            p.data = torch.randn(p.shape, generator=g) * 0.3
+    x = torch.randn(2, 3, 9, 7, generator=g)
+    y = torch.randn(2, 2, 9, 7, generator=g)
+    got = ChainTrainer(convs, False, k)(x)
+    (got * y).sum().backward()
+    grads = [p.grad for conv in convs for p in conv.parameters()]
+    h = x.double()
+    for i, conv in enumerate(convs):
+        conv.double().zero_grad()
+        h = torch.nn.functional.conv2d(h, conv.weight, conv.bias, padding=1)
+        h = torch.relu(h) if i < len(convs) - 1 else h
+    (h * y.double()).sum().backward()
+    for have, conv in zip([grads[0:2], grads[2:4], grads[4:6]], convs, strict=True):
+        for a, b in zip(have, conv.parameters(), strict=True):
+            assert a is not None and b.grad is not None
+            if not (a.double() - b.grad).abs().max().item() <= 1e-4 * b.grad.abs().max().item():
+                return False
+    return bool((got.double() - h).abs().max().item() <= 1e-4 * h.abs().max().item())
 
 
 def _find(env: Mapping[str, str], cache_dir: Path) -> tuple[Kernels | None, str]:

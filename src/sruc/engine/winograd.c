@@ -12,6 +12,10 @@
  *       float32: what the bf16 products run
  *   sruc_conv_head / sruc_conv_tail: the direct 3x3 convolutions before and after a
  *       stack (VDSR's first and last layers), into and out of its buffers
+ *   training (sruc.engine.wino_train): a layer's input gradient is sruc_wino6_layer /
+ *       sruc_conv_head with the kernels flipped and a gate (the ReLU's backward);
+ *       sruc_wino6_wgrad, sruc_conv_head_wgrad and sruc_conv_tail_wgrad give the
+ *       weight and bias gradients
  *
  * B^T, G and A^T are Lavin & Gray's (CVPR 2016): points 0, +-1, +-2 for F(4x4, 3x3),
  * and +-1/2 besides for F(6x6, 3x3). Layout: activations are zero-padded NHWC
@@ -66,7 +70,7 @@ static inline float from_bf16(uint16_t b)
     return f;
 }
 
-int sruc_wino_version(void) { return 4; }
+int sruc_wino_version(void) { return 5; }
 
 /* The pixels of a block (at y0, z0 in the padded buffer) that hang past the h x w
  * image are padding for the next layer: zero them. */
@@ -240,10 +244,12 @@ static inline void in6_block(const float *restrict xb, int64_t rs, int64_t C,
 }
 
 /* One block's 64 product planes mb (ms floats apart, K channels) -> + bias, ReLU ->
- * its 6x6 output pixels at db (rows rs floats apart). */
+ * its 6x6 output pixels at db (rows rs floats apart), each kept where the gate (NULL:
+ * none; else a block laid out as db) is positive: a ReLU's backward. */
 static inline void out6_block(const float *restrict mb, int64_t ms,
-                              const float *restrict bias, int relu, float *restrict db,
-                              int64_t rs, int64_t K)
+                              const float *restrict bias, int relu,
+                              const float *restrict gate, float *restrict db, int64_t rs,
+                              int64_t K)
 {
     for (int64_t k0 = 0; k0 < K; k0 += LANES) {
         float q[6][8][LANES];
@@ -263,6 +269,34 @@ static inline void out6_block(const float *restrict mb, int64_t ms,
         const float *bk = bias + k0;
         for (int pp = 0; pp < 6; pp++) {
             float *o = db + pp * rs + k0;
+            if (gate) {
+                const float *gt = gate + pp * rs + k0;
+#pragma omp simd
+                for (int c = 0; c < LANES; c++) {
+                    const float m0 = q[pp][0][c], m1 = q[pp][1][c], m2 = q[pp][2][c], m3 = q[pp][3][c], m4 = q[pp][4][c], m5 = q[pp][5][c], m6 = q[pp][6][c], m7 = q[pp][7][c];
+                    float y0 = m0 + m1 + m2 + m3 + m4 + m5 + m6 + bk[c];
+                    float y1 = m1 - m2 + 2.0f * m3 - 2.0f * m4 + 0.5f * m5 - 0.5f * m6 + bk[c];
+                    float y2 = m1 + m2 + 4.0f * m3 + 4.0f * m4 + 0.25f * m5 + 0.25f * m6 + bk[c];
+                    float y3 = m1 - m2 + 8.0f * m3 - 8.0f * m4 + 0.125f * m5 - 0.125f * m6 + bk[c];
+                    float y4 = m1 + m2 + 16.0f * m3 + 16.0f * m4 + 0.0625f * m5 + 0.0625f * m6 + bk[c];
+                    float y5 = m1 - m2 + 32.0f * m3 - 32.0f * m4 + 0.03125f * m5 - 0.03125f * m6 + m7 + bk[c];
+                    if (relu) {
+                        y0 = y0 > 0.f ? y0 : 0.f;
+                        y1 = y1 > 0.f ? y1 : 0.f;
+                        y2 = y2 > 0.f ? y2 : 0.f;
+                        y3 = y3 > 0.f ? y3 : 0.f;
+                        y4 = y4 > 0.f ? y4 : 0.f;
+                        y5 = y5 > 0.f ? y5 : 0.f;
+                    }
+                    o[c] = gt[c] > 0.f ? y0 : 0.f;
+                    o[1 * K + c] = gt[1 * K + c] > 0.f ? y1 : 0.f;
+                    o[2 * K + c] = gt[2 * K + c] > 0.f ? y2 : 0.f;
+                    o[3 * K + c] = gt[3 * K + c] > 0.f ? y3 : 0.f;
+                    o[4 * K + c] = gt[4 * K + c] > 0.f ? y4 : 0.f;
+                    o[5 * K + c] = gt[5 * K + c] > 0.f ? y5 : 0.f;
+                }
+                continue;
+            }
 #pragma omp simd
             for (int c = 0; c < LANES; c++) {
                 const float m0 = q[pp][0][c], m1 = q[pp][1][c], m2 = q[pp][2][c], m3 = q[pp][3][c], m4 = q[pp][4][c], m5 = q[pp][5][c], m6 = q[pp][6][c], m7 = q[pp][7][c];
@@ -288,6 +322,50 @@ static inline void out6_block(const float *restrict mb, int64_t ms,
                 o[5 * K + c] = y5;
             }
         }
+    }
+}
+
+/* The backward of out6_block's transform: a block's 6x6 output gradients gb (rows rs
+ * floats apart, K channels) -> the gradients of its 64 product planes mb (ms floats
+ * apart); their sum over the block added to dbias (the bias gradient). */
+static inline void grad6_block(const float *restrict gb, int64_t rs, int64_t K,
+                               float *restrict mb, int64_t ms, float *restrict dbias)
+{
+    for (int64_t k0 = 0; k0 < K; k0 += LANES) {
+        float s[8][6][LANES], sum[LANES] = {0};
+        for (int j = 0; j < 6; j++) {
+            const float *p = gb + j * K + k0;
+#pragma omp simd
+            for (int c = 0; c < LANES; c++) {
+                const float g0 = p[0 * rs + c], g1 = p[1 * rs + c], g2 = p[2 * rs + c], g3 = p[3 * rs + c], g4 = p[4 * rs + c], g5 = p[5 * rs + c];
+                s[0][j][c] = g0;
+                s[1][j][c] = g0 + g1 + g2 + g3 + g4 + g5;
+                s[2][j][c] = g0 - g1 + g2 - g3 + g4 - g5;
+                s[3][j][c] = g0 + 2.0f * g1 + 4.0f * g2 + 8.0f * g3 + 16.0f * g4 + 32.0f * g5;
+                s[4][j][c] = g0 - 2.0f * g1 + 4.0f * g2 - 8.0f * g3 + 16.0f * g4 - 32.0f * g5;
+                s[5][j][c] = g0 + 0.5f * g1 + 0.25f * g2 + 0.125f * g3 + 0.0625f * g4 + 0.03125f * g5;
+                s[6][j][c] = g0 - 0.5f * g1 + 0.25f * g2 - 0.125f * g3 + 0.0625f * g4 - 0.03125f * g5;
+                s[7][j][c] = g5;
+                sum[c] += g0 + g1 + g2 + g3 + g4 + g5;
+            }
+        }
+        for (int r = 0; r < 8; r++) {
+            float *o = mb + (int64_t)(r * 8) * ms + k0;
+#pragma omp simd
+            for (int c = 0; c < LANES; c++) {
+                const float t0 = s[r][0][c], t1 = s[r][1][c], t2 = s[r][2][c], t3 = s[r][3][c], t4 = s[r][4][c], t5 = s[r][5][c];
+                o[c] = t0;
+                o[1 * ms + c] = t0 + t1 + t2 + t3 + t4 + t5;
+                o[2 * ms + c] = t0 - t1 + t2 - t3 + t4 - t5;
+                o[3 * ms + c] = t0 + 2.0f * t1 + 4.0f * t2 + 8.0f * t3 + 16.0f * t4 + 32.0f * t5;
+                o[4 * ms + c] = t0 - 2.0f * t1 + 4.0f * t2 - 8.0f * t3 + 16.0f * t4 - 32.0f * t5;
+                o[5 * ms + c] = t0 + 0.5f * t1 + 0.25f * t2 + 0.125f * t3 + 0.0625f * t4 + 0.03125f * t5;
+                o[6 * ms + c] = t0 - 0.5f * t1 + 0.25f * t2 - 0.125f * t3 + 0.0625f * t4 - 0.03125f * t5;
+                o[7 * ms + c] = t5;
+            }
+        }
+        for (int c = 0; c < LANES; c++)
+            dbias[k0 + c] += sum[c];
     }
 }
 /* GENERATED: F(6x6, 3x3) end */
@@ -377,16 +455,18 @@ static void gemm_group(const float *restrict a, const float *restrict b, float *
 
 /* One whole 3x3 layer by F(6x6, 3x3), float32: the padded NHWC image x (nimg x hp x
  * wp x C, th x tw blocks) -> dst (same geometry, K = C channels), + bias, ReLU, the
- * padding past the h x w image zeroed. u: the transformed kernels, (64, C, K). Each
+ * padding past the h x w image zeroed; with a gate (NULL: none; else a buffer of dst's
+ * geometry), each output kept only where the gate is positive. u: the transformed
+ * kernels, (64, C, K). Each
  * thread takes groups of `group` blocks (groups g0 .. g1-1 of the image's blocks in
  * order) and, for each, runs the input transform, the 64 products and the output
  * transform while they are in its cache; scratch holds 64 * group * (C + K) floats
  * per thread. Without OpenMP the caller runs ranges of groups on threads of its own. */
 void sruc_wino6_layer(const float *restrict x, int64_t hp, int64_t wp, int64_t C,
                       int64_t th, int64_t tw, int64_t nimg, const float *restrict u,
-                      const float *restrict bias, int relu, int64_t h, int64_t w,
-                      float *restrict dst, float *restrict scratch, int64_t group, int64_t g0,
-                      int64_t g1, int threads)
+                      const float *restrict bias, int relu, const float *restrict gate,
+                      int64_t h, int64_t w, float *restrict dst, float *restrict scratch,
+                      int64_t group, int64_t g0, int64_t g1, int threads)
 {
     const int64_t K = C, rs = wp * C, per = th * tw, T = nimg * per;
     const int64_t vs = group * C, ms = group * K;
@@ -413,8 +493,9 @@ void sruc_wino6_layer(const float *restrict x, int64_t hp, int64_t wp, int64_t C
             for (int64_t i = 0; i < g; i++) {
                 const int64_t t = t0 + i, n = t / per, a = t % per / tw, b = t % tw;
                 const int64_t y0 = 1 + 6 * a, z0 = 1 + 6 * b;
-                float *db = dst + ((n * hp + y0) * wp + z0) * K;
-                out6_block(m + i * K, ms, bias, relu, db, rs, K);
+                const int64_t at = ((n * hp + y0) * wp + z0) * K;
+                float *db = dst + at;
+                out6_block(m + i * K, ms, bias, relu, gate ? gate + at : 0, db, rs, K);
                 zero_overhang(db, y0, z0, 6, h, w, rs, K);
             }
         }
@@ -426,10 +507,12 @@ void sruc_wino6_layer(const float *restrict x, int64_t hp, int64_t wp, int64_t C
  * channel padding for oneDNN, no copies in or out of the buffers. */
 
 /* x: (nimg, cin, h + 2, w + 2), NCHW with one pixel of zeros around; wt: (9 * cin, K),
- * row (dy * 3 + dx) * cin + ci; -> + bias, ReLU -> dst's interior (padded NHWC). */
+ * row (dy * 3 + dx) * cin + ci; -> + bias, ReLU, kept where the gate (NULL, or a buffer
+ * of dst's geometry) is positive -> dst's interior (padded NHWC). */
 void sruc_conv_head(const float *restrict x, int64_t nimg, int64_t cin, int64_t h, int64_t w,
                     const float *restrict wt, const float *restrict bias, int relu,
-                    float *restrict dst, int64_t hp, int64_t wp, int64_t K, int threads)
+                    const float *restrict gate, float *restrict dst, int64_t hp, int64_t wp,
+                    int64_t K, int threads)
 {
     const int64_t xs = w + 2, plane = (h + 2) * xs;
 #pragma omp parallel for schedule(dynamic) num_threads(threads)
@@ -437,7 +520,8 @@ void sruc_conv_head(const float *restrict x, int64_t nimg, int64_t cin, int64_t 
         const int64_t n = row / h, y = row % h;
         const float *xr = x + n * cin * plane + y * xs;
         float *o = dst + ((n * hp + 1 + y) * wp + 1) * K;
-        for (int64_t z = 0; z < w; z++, o += K)
+        const float *gt = gate ? gate + (o - dst) : 0;
+        for (int64_t z = 0; z < w; z++, o += K, gt = gt ? gt + K : 0)
             for (int64_t k0 = 0; k0 < K; k0 += VL) {
                 vecf acc = vload(bias + k0);
                 for (int64_t ci = 0; ci < cin; ci++)
@@ -448,6 +532,9 @@ void sruc_conv_head(const float *restrict x, int64_t nimg, int64_t cin, int64_t 
                 if (relu)
                     for (int l = 0; l < VL; l++)
                         acc[l] = acc[l] > 0.f ? acc[l] : 0.f;
+                if (gt)
+                    for (int l = 0; l < VL; l++)
+                        acc[l] = gt[k0 + l] > 0.f ? acc[l] : 0.f;
                 vstore(o + k0, acc);
             }
     }
@@ -477,6 +564,164 @@ void sruc_conv_tail(const float *restrict src, int64_t nimg, int64_t hp, int64_t
                 for (int l = 0; l < VL; l++)
                     sum += acc[l];
                 o[z] = relu && sum < 0.f ? 0.f : sum;
+            }
+        }
+    }
+}
+
+/* Training: the weight and bias gradients. Each thread adds into its own slice of the
+ * outputs (thread t at du + t * size), which the caller zeroes and then sums. The work
+ * is split statically, so a run gives the same sums every time. */
+
+/* The gradient micro-kernels: o (R rows of C x K) += a^T b over the g blocks of a
+ * group, a (g x C) and b (g x K) as the layer leaves V and M. */
+#if defined(__AVX512F__) || defined(__aarch64__) || !defined(__AVX__)
+#define WR 4
+#else
+#define WR 2
+#endif
+#define WMICRO(NAME, R, W)                                                               \
+    static inline void NAME(const float *restrict a, const float *restrict b,             \
+                            float *restrict o, int64_t g, int64_t C, int64_t K)           \
+    {                                                                                     \
+        vecf acc[R][W];                                                                   \
+        for (int r = 0; r < R; r++)                                                       \
+            for (int j = 0; j < W; j++)                                                   \
+                acc[r][j] = vload(o + r * K + j * VL);                                    \
+        for (int64_t i = 0; i < g; i++) {                                                 \
+            vecf gv[W];                                                                   \
+            for (int j = 0; j < W; j++)                                                   \
+                gv[j] = vload(b + i * K + j * VL);                                        \
+            for (int r = 0; r < R; r++) {                                                 \
+                const vecf s = (vecf){0} + a[i * C + r];                                  \
+                for (int j = 0; j < W; j++)                                               \
+                    acc[r][j] += s * gv[j];                                               \
+            }                                                                             \
+        }                                                                                 \
+        for (int r = 0; r < R; r++)                                                       \
+            for (int j = 0; j < W; j++)                                                   \
+                vstore(o + r * K + j * VL, acc[r][j]);                                    \
+    }
+WMICRO(wmicro_rw, WR, NV)
+WMICRO(wmicro_r1, WR, 1)
+
+/* o (C x K) += a^T (C x g) @ b (g x K); C a multiple of 16, K of VL. */
+static void gemm_acc(const float *restrict a, const float *restrict b, float *restrict o,
+                     int64_t g, int64_t C, int64_t K)
+{
+    for (int64_t c0 = 0; c0 < C; c0 += WR) {
+        int64_t k0 = 0;
+        for (; k0 + NV * VL <= K; k0 += NV * VL)
+            wmicro_rw(a + c0, b + k0, o + c0 * K + k0, g, C, K);
+        for (; k0 < K; k0 += VL)
+            wmicro_r1(a + c0, b + k0, o + c0 * K + k0, g, C, K);
+    }
+}
+
+/* The gradients of sruc_wino6_layer's transformed kernels and bias: x its input, gy
+ * the gradient of its output (ReLU's backward applied; padding and overhang zero), both
+ * padded NHWC with C and K channels. du: (threads, 64, C, K), dbias: (threads, K). Per
+ * group of blocks: x's input transform V, gy's transposed output transform dM, and
+ * du[p] += V[p]^T dM[p] for the 64 points (the kernels' gradient is G^T du G). Its
+ * groups are larger than the layer's: each adds into all of the thread's du (64 C K
+ * floats, 1 MB for 64 channels), which does not stay in its cache. */
+void sruc_wino6_wgrad(const float *restrict x, const float *restrict gy, int64_t hp,
+                      int64_t wp, int64_t C, int64_t K, int64_t th, int64_t tw, int64_t nimg,
+                      float *restrict du, float *restrict dbias, float *restrict scratch,
+                      int64_t group, int64_t g0, int64_t g1, int threads)
+{
+    const int64_t per = th * tw, T = nimg * per, vs = group * C, ms = group * K;
+#pragma omp parallel num_threads(threads)
+    {
+#ifdef _OPENMP
+        const int me = omp_get_thread_num();
+#else
+        const int me = 0;
+#endif
+        float *v = scratch + (int64_t)me * 64 * (vs + ms), *m = v + 64 * vs;
+        float *dut = du + (int64_t)me * 64 * C * K, *dbt = dbias + (int64_t)me * K;
+#pragma omp for schedule(static)
+        for (int64_t gi = g0; gi < g1; gi++) {
+            const int64_t t0 = gi * group, g = T - t0 < group ? T - t0 : group;
+            for (int64_t i = 0; i < g; i++) {
+                const int64_t t = t0 + i, n = t / per, a = t % per / tw, b = t % tw;
+                in6_block(x + ((n * hp + 6 * a) * wp + 6 * b) * C, wp * C, C, v + i * C, vs);
+                grad6_block(gy + ((n * hp + 1 + 6 * a) * wp + 1 + 6 * b) * K, wp * K, K,
+                            m + i * K, ms, dbt);
+            }
+            for (int p = 0; p < 64; p++)
+                gemm_acc(v + p * vs, m + p * ms, dut + (int64_t)p * C * K, g, C, K);
+        }
+    }
+}
+
+/* The gradients of sruc_conv_head's weights and bias: x as there, gy the gradient of
+ * its output (padded NHWC, K channels, ReLU's backward applied). dw: (threads, 9 * cin,
+ * K) in the head's weight layout, db: (threads, K). */
+void sruc_conv_head_wgrad(const float *restrict x, int64_t nimg, int64_t cin, int64_t h,
+                          int64_t w, const float *restrict gy, int64_t hp, int64_t wp,
+                          int64_t K, float *restrict dw, float *restrict db, int threads)
+{
+    const int64_t xs = w + 2, plane = (h + 2) * xs;
+#pragma omp parallel num_threads(threads)
+    {
+#ifdef _OPENMP
+        const int me = omp_get_thread_num();
+#else
+        const int me = 0;
+#endif
+        float *dwt = dw + (int64_t)me * 9 * cin * K, *dbt = db + (int64_t)me * K;
+#pragma omp for schedule(static)
+        for (int64_t row = 0; row < nimg * h; row++) {
+            const int64_t n = row / h, y = row % h;
+            const float *xr = x + n * cin * plane + y * xs;
+            const float *g = gy + ((n * hp + 1 + y) * wp + 1) * K;
+            for (int64_t z = 0; z < w; z++, g += K)
+                for (int64_t k0 = 0; k0 < K; k0 += VL) {
+                    const vecf gv = vload(g + k0);
+                    vstore(dbt + k0, vload(dbt + k0) + gv);
+                    for (int64_t ci = 0; ci < cin; ci++)
+                        for (int dy = 0; dy < 3; dy++)
+                            for (int dx = 0; dx < 3; dx++) {
+                                float *o = dwt + ((dy * 3 + dx) * cin + ci) * K + k0;
+                                vstore(o, vload(o) + xr[ci * plane + dy * xs + z + dx] * gv);
+                            }
+                }
+        }
+    }
+}
+
+/* The gradients of sruc_conv_tail's weights and bias (no ReLU): src as there, gy the
+ * gradient of its output, (nimg, kout, h, w). dw: (threads, kout, 9 * C) in the tail's
+ * weight layout, db: (threads, kout). */
+void sruc_conv_tail_wgrad(const float *restrict src, int64_t nimg, int64_t hp, int64_t wp,
+                          int64_t C, int64_t h, int64_t w, const float *restrict gy,
+                          int64_t kout, float *restrict dw, float *restrict db, int threads)
+{
+#pragma omp parallel num_threads(threads)
+    {
+#ifdef _OPENMP
+        const int me = omp_get_thread_num();
+#else
+        const int me = 0;
+#endif
+        float *dwt = dw + (int64_t)me * kout * 9 * C, *dbt = db + (int64_t)me * kout;
+#pragma omp for schedule(static)
+        for (int64_t row = 0; row < nimg * h; row++) {
+            const int64_t n = row / h, yy = row % h;
+            for (int64_t k = 0; k < kout; k++) {
+                const float *gk = gy + ((n * kout + k) * h + yy) * w;
+                float *wk = dwt + k * 9 * C;
+                for (int64_t z = 0; z < w; z++) {
+                    const float gval = gk[z];
+                    dbt[k] += gval;
+                    for (int dy = 0; dy < 3; dy++) {
+                        const float *s = src + ((n * hp + yy + dy) * wp + z) * C;
+                        float *wr = wk + dy * 3 * C;
+                        for (int64_t c = 0; c < 3 * C; c += VL)
+                            vstore(wr + c, vload(wr + c) + gval * vload(s + c));
+                    }
+                }
             }
         }
     }

@@ -265,7 +265,7 @@ class Plan:
         _, hp, wp, _ = buf.shape
         self.kernels.lib.sruc_conv_head(
             xp.data_ptr(), n, x.shape[1], h, w, conv.weight.data_ptr(), conv.bias.data_ptr(),
-            int(conv.relu), buf.data_ptr(), hp, wp, c, torch.get_num_threads(),
+            int(conv.relu), None, buf.data_ptr(), hp, wp, c, torch.get_num_threads(),
         )  # fmt: skip
         buf[:, 1 + h :].zero_()
         buf[:, :, 1 + w :].zero_()
@@ -329,7 +329,7 @@ class Plan:
 
             def run(part: int, g0: int, g1: int, omp_threads: int) -> None:
                 k.lib.sruc_wino6_layer(
-                    x_, hp, wp, c, th, tw, n, u.data_ptr(), b.data_ptr(), r, h, w, d_,
+                    x_, hp, wp, c, th, tw, n, u.data_ptr(), b.data_ptr(), r, None, h, w, d_,
                     s_ + part * per * 4, _GROUP_BLOCKS, g0, g1, omp_threads,
                 )  # fmt: skip
 

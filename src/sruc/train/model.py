@@ -21,6 +21,7 @@ from torch.optim import swa_utils
 
 from sruc import archs
 from sruc.engine.precision import autocast_dtype, resolve_precision
+from sruc.engine.wino_train import winograd_training
 from sruc.errors import ModelError, UsageError
 from sruc.train.config import TrainConfig, build_network
 from sruc.train.recipes import Recipe, build_optimizer
@@ -98,6 +99,7 @@ class Trainee:
     scaler: torch.amp.GradScaler
     amp: torch.dtype | None  # the autocast dtype (None: fp32)
     fmt: torch.memory_format
+    winograd: bool = False  # the step runs the compiled Winograd kernels (sruc.engine.wino_train)
     model: nn.Module = field(init=False)  # what the step runs: net, or its DDP wrapper
 
     def __post_init__(self) -> None:
@@ -122,16 +124,22 @@ def build_trainee(
     recipe: Recipe,
     device: torch.device,
     start_weights: InitWeights | None,
+    alone: bool = True,
 ) -> Trainee:
-    """The network at its start, on ``device``, with the recipe's optimiser and schedule."""
+    """The network at its start, on ``device``, with the recipe's optimiser and schedule.
+    ``alone``: one process trains (DDP steps through its own forward)."""
     net = build_network(run["model"], run["model_config"])
     if start_weights is not None:
         net.load_state_dict(start_weights.state_dict)
     elif recipe.identity_start:
         start_at_identity(net)
-    amp = autocast_dtype(resolve_precision(cfg.precision, device))
     fmt = memory_format(cfg.channels_last, device)
     net = net.to(device=device, memory_format=fmt)
+    # The step's route and precision: compiled Winograd in float32 where it applies and
+    # `auto` prefers it (resolve_precision), else autocast to what the device runs.
+    winograd = alone and device.type == "cpu" and winograd_training(net) is not None
+    amp = autocast_dtype(resolve_precision(cfg.precision, device, fast_fp32=winograd))
+    winograd = winograd and amp is None
     opt = build_optimizer(net, recipe, run["lr"])
     steps = run["steps"]
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: recipe.factor(s, steps))
@@ -143,4 +151,4 @@ def build_trainee(
         if cfg.ema
         else None
     )
-    return Trainee(net, avg, opt, sched, scaler, amp, fmt)
+    return Trainee(net, avg, opt, sched, scaler, amp, fmt, winograd)

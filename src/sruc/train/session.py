@@ -103,7 +103,8 @@ def start_message(s: Session, data: SessionData, t: Trainee, start: int) -> str:
         f"{len(data.images)} images ({data.skipped} skipped), {len(data.val_set)} for "
         f"validation; {len(data.cache)} pairs, {data.cache.nbytes / 2**20:.0f} MiB, "
         f"{data.cache.patches_per_epoch} patches per epoch; {s.recipe.name} on {s.device} "
-        f"({precision_name(t.amp)}, {s.ddp.world_size} process(es))"
+        f"({precision_name(t.amp)}{' Winograd' if t.winograd else ''}, "
+        f"{s.ddp.world_size} process(es))"
     )
     if start:
         summary = f"resuming at step {start}; {summary}"
