@@ -35,12 +35,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from sruc import archs
-from sruc.engine.winograd import _G6, _GROUP_BLOCKS, EdgeConv, _run_parts, transform_weights
+from sruc.engine.winograd import (
+    _GROUP_BLOCKS,
+    EdgeConv,
+    _run_parts,
+    transform_weights,
+    weight_gradient,
+)
 
 if TYPE_CHECKING:
     from sruc.engine.native import Kernels
 
-_G6F = _G6.float()
 #: Blocks per group of the weight gradient: each group adds into the whole of its
 #: thread's 64 x C x K sums (1 MB for 64 channels, out of a core's cache), so larger
 #: groups than the layer's pay for that less often (64 patches of 41 x 41 on a 2-core
@@ -139,7 +144,7 @@ class ChainTrainer:
         )  # fmt: skip
         for i in range(1, len(self.convs) - 1):
             wt, bias = params[2 * i], params[2 * i + 1]
-            u = transform_weights(wt, 6)  # type: ignore[arg-type]
+            u = transform_weights(wt, 6, torch.float32)  # type: ignore[arg-type]
             self._layer(b, b.acts[i - 1], b.acts[i], u, _vector(bias, c), True, None, threads)
         tail = EdgeConv.tail(params[-2].detach(), params[-1], False)  # type: ignore[union-attr]
         kout = tail.weight.shape[0]
@@ -191,10 +196,9 @@ class ChainTrainer:
             assert wt is not None
             src, g = b.acts[i - 1], b.grads[cur]
             du, dbias = self._wgrad(b, src, g, threads)
-            dU = du.sum(0).view(8, 8, c, c)
-            grads[2 * i] = torch.einsum("ra,rsck,sb->kcab", _G6F, dU, _G6F).to(wt.dtype)
+            grads[2 * i] = weight_gradient(du.sum(0)).to(wt.dtype)
             grads[2 * i + 1] = dbias.sum(0) if bias is not None else None
-            ut = transform_weights(wt.detach().transpose(0, 1).flip(2, 3), 6)
+            ut = transform_weights(wt.transpose(0, 1).flip(2, 3), 6, torch.float32)
             self._layer(b, g, b.grads[1 - cur], ut, zero, False, src, threads)
             cur = 1 - cur
 

@@ -96,12 +96,30 @@ def block_size(kernels: Kernels | None, products: torch.dtype, channels: int) ->
     return 6 if compiled and products == torch.float32 else 4
 
 
-def transform_weights(weight: torch.Tensor, block: int = 4) -> torch.Tensor:
+def transform_weights(
+    weight: torch.Tensor, block: int = 4, compute: torch.dtype = torch.float64
+) -> torch.Tensor:
     """``(K, C, 3, 3)`` kernels -> ``G g G^T`` for each, as ``(a*a, C, K)`` float32
-    (``a`` = ``block`` + 2 points), computed in float64."""
-    g = _G if block == 4 else _G6
-    u = torch.einsum("ij,kcjl,ml->imck", g, weight.detach().double().cpu(), g)
-    return u.reshape(g.shape[0] ** 2, weight.shape[1], weight.shape[0]).float().contiguous()
+    (``a`` = ``block`` + 2 points), computed in ``compute`` (float64 for inference's
+    once-per-model transform; training's every-step ones in float32)."""
+    g = (_G if block == 4 else _G6).to(compute)
+    k, c = weight.shape[:2]
+    a = g.shape[0]
+    # (3, 3, C, K), then G along each of the first two axes: plain matrix products
+    # that write (a, a, C, K) in place (a batch of 3x3 ones, or a permuted copy of the
+    # result, would take longer than the arithmetic).
+    w = weight.detach().to(device="cpu", dtype=compute).permute(2, 3, 1, 0).reshape(3, -1)
+    t = (g @ w).view(a, 3, c * k)
+    return (g @ t).view(a * a, c, k).float().contiguous()
+
+
+def weight_gradient(du: torch.Tensor, block: int = 6) -> torch.Tensor:
+    """The backward of :func:`transform_weights`: the gradient of ``(a*a, C, K)``
+    transformed kernels -> that of the ``(K, C, 3, 3)`` kernels, ``G^T du G``."""
+    g = (_G if block == 4 else _G6).to(du.dtype)
+    a, c, k = g.shape[0], du.shape[1], du.shape[2]
+    t = (g.T @ du.reshape(a, -1)).view(3, a, c * k)
+    return (g.T @ t).view(3, 3, c, k).permute(3, 2, 0, 1)
 
 
 def _input_rows(d: list[torch.Tensor], o: list[torch.Tensor], t: list[torch.Tensor]) -> None:
@@ -505,4 +523,5 @@ __all__ = [
     "edges_fit",
     "eligible",
     "transform_weights",
+    "weight_gradient",
 ]
