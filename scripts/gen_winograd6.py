@@ -78,11 +78,6 @@ def generated() -> str:
     cols_out.append("if (relu) {")
     cols_out += [f"    y{q} = y{q} > 0.f ? y{q} : 0.f;" for q in range(6)]
     cols_out.append("}")
-    # (two loops, not a test of gate inside one: a load that might be of NULL would
-    # keep the compiler from vectorising the loop)
-    gated = cols_out + [
-        f"{store('o', q, 'K')} = {store('gt', q, 'K')} > 0.f ? y{q} : 0.f;" for q in range(6)
-    ]
     cols_out += [f"{store('o', q, 'K')} = y{q};" for q in range(6)]
     # The backward of the output transform: dM = A dY A^T, A^T's columns as rows.
     a = [[AT[p][r] for p in range(6)] for r in range(8)]
@@ -122,12 +117,10 @@ static inline void in6_block(const float *restrict xb, int64_t rs, int64_t C,
 }}
 
 /* One block's 64 product planes mb (ms floats apart, K channels) -> + bias, ReLU ->
- * its 6x6 output pixels at db (rows rs floats apart), each kept where the gate (NULL:
- * none; else a block laid out as db) is positive: a ReLU's backward. */
+ * its 6x6 output pixels at db (rows rs floats apart). */
 static inline void out6_block(const float *restrict mb, int64_t ms,
-                              const float *restrict bias, int relu,
-                              const float *restrict gate, float *restrict db, int64_t rs,
-                              int64_t K)
+                              const float *restrict bias, int relu, float *restrict db,
+                              int64_t rs, int64_t K)
 {{
     for (int64_t k0 = 0; k0 < K; k0 += LANES) {{
         float q[6][8][LANES];
@@ -141,14 +134,6 @@ static inline void out6_block(const float *restrict mb, int64_t ms,
         const float *bk = bias + k0;
         for (int pp = 0; pp < 6; pp++) {{
             float *o = db + pp * rs + k0;
-            if (gate) {{
-                const float *gt = gate + pp * rs + k0;
-#pragma omp simd
-                for (int c = 0; c < LANES; c++) {{
-{block(" " * 20, gated)}
-                }}
-                continue;
-            }}
 #pragma omp simd
             for (int c = 0; c < LANES; c++) {{
 {block(" " * 16, cols_out)}

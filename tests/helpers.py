@@ -87,3 +87,35 @@ def assert_error(run: Run, code: int, *needles: str) -> None:
     for needle in needles:
         assert needle.lower() in lines[0].lower(), f"{needle!r} not in {lines[0]!r}"
     assert run.code == code, f"exit {run.code}, expected {code}: {lines[0]}"
+
+
+def kernels_without_openmp(tmp_path: Path):  # -> sruc.engine.native.Kernels
+    """This machine's compiled kernels built again without OpenMP, as Apple's clang
+    builds them (their groups then run on Python threads)."""
+    from sruc.engine import native
+
+    k = native.kernels()
+    assert k is not None
+    flags = [f for f in k.flags if f != "-fopenmp"]
+    lib_path = tmp_path / "plain.so"
+    assert native._build(k.compiler, flags, lib_path) is None
+    lib = native._load(lib_path)
+    assert lib is not None
+    plain = native.Kernels(lib, None, k.compiler, tuple(flags))
+    assert not plain.openmp
+    return plain
+
+
+def train_briefly(forward, params, x, y, steps: int, opt) -> list[float]:  # type: ignore[no-untyped-def]
+    """``steps`` steps of ``opt`` on ``params`` (an MSE of ``forward(x)`` against ``y``);
+    the losses."""
+    import torch.nn.functional as F
+
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = F.mse_loss(forward(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses

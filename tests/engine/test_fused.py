@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers import needs_cpu_bf16
+from helpers import needs_cpu_bf16, train_briefly
 from sruc import archs as models
 from sruc.engine import fused
 from sruc.engine.fused import conv_relu_op, training_forward
@@ -76,14 +76,7 @@ def test_parameters_train_through_it() -> None:
     assert fused is not None
     opt = torch.optim.SGD(net.parameters(), lr=0.5)
     x = torch.rand(4, 1, 12, 12)
-    y = x.roll(1, dims=-1)
-    losses = []
-    for _ in range(20):
-        opt.zero_grad()
-        loss = F.mse_loss(fused(x), y)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_briefly(fused, net.parameters(), x, x.roll(1, dims=-1), 20, opt)
     assert losses[-1] < losses[0]
     # The module itself now computes what the fused forward computes.
     with torch.no_grad():

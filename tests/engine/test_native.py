@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import kernels_without_openmp
 from sruc.engine import native, winograd
 from sruc.engine.winograd import WinogradStack, transform_weights
 
@@ -150,15 +151,8 @@ def test_a_build_without_openmp_still_uses_every_thread(
 ) -> None:
     """Apple's clang has no OpenMP: the layer's groups then run as ranges on Python
     threads, with the same results as the OpenMP build."""
-    k = native.kernels()
-    assert k is not None
-    flags = [f for f in k.flags if f != "-fopenmp"]
-    lib_path = tmp_path / "plain.so"
-    assert native._build(k.compiler, flags, lib_path) is None
-    lib = native._load(lib_path)
-    assert lib is not None
-    plain = native.Kernels(lib, None, k.compiler, tuple(flags))
-    assert not plain.openmp and native._self_check(plain)
+    plain = kernels_without_openmp(tmp_path)
+    assert native._self_check(plain)
     parts: list[tuple[int, int]] = []
     real = winograd._run_parts
 
@@ -174,7 +168,7 @@ def test_a_build_without_openmp_still_uses_every_thread(
     finally:
         torch.set_num_threads(before)
     assert parts and all(t == 3 for _, t in parts)
-    assert torch.equal(got, _stack_result(k))
+    assert torch.equal(got, _stack_result(native.kernels()))
 
 
 def test_an_odd_channel_count_runs_the_pytorch_transforms() -> None:

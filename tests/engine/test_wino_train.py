@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers import kernels_without_openmp, train_briefly
 from sruc import archs
 from sruc.engine import native, precision
 from sruc.engine.fused import training_forward
@@ -101,13 +102,7 @@ def test_a_build_without_openmp_gives_the_same_gradients(
     kernels: native.Kernels, tmp_path: Path
 ) -> None:
     """Apple's clang has no OpenMP: ranges of blocks then run on Python threads."""
-    flags = [f for f in kernels.flags if f != "-fopenmp"]
-    lib_path = tmp_path / "plain.so"
-    assert native._build(kernels.compiler, flags, lib_path) is None
-    lib = native._load(lib_path)
-    assert lib is not None
-    plain = native.Kernels(lib, None, kernels.compiler, tuple(flags))
-    assert not plain.openmp
+    plain = kernels_without_openmp(tmp_path)
     net = _net(4, 16, True)
     x, y = torch.rand(3, 1, 19, 14), torch.rand(3, 1, 19, 14)
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
@@ -128,14 +123,7 @@ def test_trains_and_refuses_an_input_that_wants_a_gradient(kernels: native.Kerne
     assert isinstance(forward, ChainTrainer)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     x = torch.rand(4, 1, 12, 12)
-    y = x.roll(1, dims=-1)
-    losses = []
-    for _ in range(15):
-        opt.zero_grad()
-        loss = F.mse_loss(forward(x), y)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_briefly(forward, net.parameters(), x, x.roll(1, dims=-1), 15, opt)
     assert losses[-1] < losses[0]
     with torch.no_grad():  # the module computes what the trainer computes
         torch.testing.assert_close(net(x), forward(x), rtol=0, atol=1e-5)
