@@ -428,6 +428,40 @@ def test_bad_input_is_one_line(
     assert not (tmp_path / "out").exists()
 
 
+def test_running_out_of_memory_is_one_line_and_keeps_the_saved_state(
+    images: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sruc.train.loop as loop
+
+    out = tmp_path / "out"
+    code, _, _ = run(capsys, "train", images, "--out", out, "--steps", "4", "--stop-after", "2",
+                     *TINY, *FAST)  # fmt: skip
+    assert code == 0
+    before = files(out)
+    real = loop._step
+
+    def fails(s, cache, t, step, win, forward):  # type: ignore[no-untyped-def]
+        if step == 3:
+            raise RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:119] DefaultCPUAllocator: can't allocate "
+                "memory: you tried to allocate 3221225472 bytes. Error code 12"
+            )
+        real(s, cache, t, step, win, forward)
+
+    monkeypatch.setattr(loop, "_step", fails)
+    code, stdout, err = run(capsys, "train", images, "--out", out, "--steps", "4", "--resume",
+                            *TINY, *FAST)  # fmt: skip
+    assert code == 1 and stdout == ""
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("error: out of memory training on cpu with 4 patches of 16x16")
+    assert "--batch-size" in lines[-1] and str(out / "state.pt") in lines[-1]
+    assert "Traceback" not in err
+    assert files(out)["state.pt"] == before["state.pt"]  # the state saved before is intact
+
+
 def test_out_must_not_be_the_image_folder(images: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "train", images, "--out", images, *TINY)
     assert code == 2 and "is an image folder" in err

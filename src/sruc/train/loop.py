@@ -35,8 +35,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from sruc.engine.fused import training_forward
+from sruc.engine.memory import out_of_memory
+from sruc.engine.precision import cpu_can_run_bf16
 from sruc.engine.threads import use_threads
-from sruc.errors import UsageError
+from sruc.errors import DeviceError, UsageError
 from sruc.scales import check_protocol_scales
 from sruc.train.config import Progress, TrainConfig, TrainEvent, TrainResult, check_config
 from sruc.train.data import ImageSet, PatchCache, drop_overlap, load_images, split_validation
@@ -114,7 +116,12 @@ def _train(s: Session, start_weights: InitWeights | None) -> TrainResult:
     message = start_message(s, data, trainee, start) + revived
     s.emit(TrainEvent("start", start, s.steps, message=message))
 
-    done = _loop(s, data, trainee, record, start)
+    try:
+        done = _loop(s, data, trainee, record, start)
+    except (MemoryError, RuntimeError) as e:
+        if not out_of_memory(e):
+            raise
+        raise DeviceError(_out_of_memory_message(s, trainee)) from None
 
     # The end of this session: the replicas must agree; the final state (rank 0).
     if s.ddp.world_size > 1:
@@ -125,6 +132,20 @@ def _train(s: Session, start_weights: InitWeights | None) -> TrainResult:
     result = train_result(s, data, record, start, done)
     s.emit(TrainEvent("done", done, s.steps, val_psnr=result.best_psnr or None))
     return result
+
+
+def _out_of_memory_message(s: Session, t: Trainee) -> str:
+    """What to do when a step or a validation did not fit in memory."""
+    run = s.run
+    what = f"{run['batch_size']} patches of {run['patch_size']}x{run['patch_size']}"
+    ways = "a smaller --batch-size or --patch-size (a new run)"
+    if t.winograd and cpu_can_run_bf16():  # autocast keeps bf16 activations: half as many bytes
+        ways = f"--precision bf16 (about half the memory), or {ways}"
+    saved = s.out / "state.pt"
+    kept = f"; the run's last saved state is in {saved}" if saved.is_file() else ""
+    return (
+        f"out of memory training on {s.device} with {what}: free some memory, or use {ways}{kept}"
+    )
 
 
 def _revive(s: Session, cache: PatchCache, t: Trainee) -> str:
