@@ -87,7 +87,8 @@ def test_outputs_and_gradients_are_the_direct_convolutions(
 
 
 def test_a_step_gives_the_same_gradients_every_time(kernels: native.Kernels) -> None:
-    """Each thread sums a fixed share of the blocks: no run-to-run jitter."""
+    """The weight gradients are sums over fixed runs of blocks, added in order: no
+    run-to-run jitter, whichever thread took which run."""
     net = _net(4, 16, True)
     trainer = winograd_training(net)
     assert trainer is not None

@@ -167,7 +167,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.sruc_conv_tail.argtypes += [_PTR, _I64, i32]
     lib.sruc_conv_tail.restype = None
     lib.sruc_wino6_wgrad.argtypes = [_PTR, _PTR] + [_I64] * 7 + [_PTR, _PTR, _PTR]
-    lib.sruc_wino6_wgrad.argtypes += [_I64, _I64, _I64, i32]
+    lib.sruc_wino6_wgrad.argtypes += [_I64, _I64, _I64, _I64, i32]
     lib.sruc_wino6_wgrad.restype = None
     lib.sruc_conv_head_wgrad.argtypes = [_PTR] + [_I64] * 4 + [_PTR, _I64, _I64, _I64]
     lib.sruc_conv_head_wgrad.argtypes += [_PTR, _PTR, i32]

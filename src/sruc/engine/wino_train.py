@@ -51,6 +51,11 @@ if TYPE_CHECKING:
 #: groups than the layer's pay for that less often (64 patches of 41 x 41 on a 2-core
 #: Zen 4: 18.1 ms a layer with 12, 15.0 with 48, 15.2 with 96).
 _WGRAD_GROUP = 48
+#: Runs of groups a weight gradient is cut into, each summed apart and taken by
+#: whichever thread is free: enough for threads to even out a busy core, few enough
+#: that zeroing and adding up the sums (1 MB each for 64 channels) stays cheap; and the
+#: same for every thread count, so the gradients do not depend on it.
+_WGRAD_SLOTS = 8
 
 
 def winograd_training(module: nn.Module) -> ChainTrainer | None:
@@ -92,10 +97,12 @@ class _Buffers:
         self.acts = [torch.zeros(n, self.hp, self.wp, c) for _ in range(depth)]
         self.grads = [torch.zeros(n, self.hp, self.wp, c) for _ in range(2)]
         self.groups = -(-n * th * tw // _GROUP_BLOCKS)
-        self.wgroups = -(-n * th * tw // _WGRAD_GROUP)
         # scratch floats per thread: V and M of a group (the weight gradient's the larger)
         self.per = 64 * max(_GROUP_BLOCKS, _WGRAD_GROUP) * 2 * c
         self.scratch = torch.empty(threads * self.per)
+        # the weight gradient's sums (each slot zeroed by the kernel that fills it)
+        self.du = torch.empty(_WGRAD_SLOTS, 64, c, c)
+        self.dbias = torch.empty(_WGRAD_SLOTS, c)
         self.xp = torch.empty(0)  # the padded input of the last forward
 
 
@@ -196,8 +203,8 @@ class ChainTrainer:
             assert wt is not None
             src, g = b.acts[i - 1], b.grads[cur]
             du, dbias = self._wgrad(b, src, g, threads)
-            grads[2 * i] = weight_gradient(du.sum(0)).to(wt.dtype)
-            grads[2 * i + 1] = dbias.sum(0) if bias is not None else None
+            grads[2 * i] = weight_gradient(du).to(wt.dtype)
+            grads[2 * i + 1] = dbias if bias is not None else None
             ut = transform_weights(wt.transpose(0, 1).flip(2, 3), 6, torch.float32)
             self._layer(b, g, b.grads[1 - cur], ut, zero, False, src, threads)
             cur = 1 - cur
@@ -245,24 +252,23 @@ class ChainTrainer:
     def _wgrad(
         self, b: _Buffers, src: torch.Tensor, g: torch.Tensor, threads: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The per-thread sums of a middle layer's kernel gradient in the Winograd
-        domain, (threads, 64, C, C), and of its bias gradient, (threads, C): ``src`` its
-        input, ``g`` its output's gradient (buffers of ``b``)."""
+        """A middle layer's kernel gradient in the Winograd domain, (64, C, C), and its
+        bias gradient, (C,): ``src`` its input, ``g`` its output's gradient (buffers of
+        ``b``); each the sum of :data:`_WGRAD_SLOTS` parts, in a fixed order."""
         th, tw = b.tiles
         n, c, lib = b.key[0], self.c, self.k.lib
-        du = torch.zeros(threads, 64, c, c)
-        dbias = torch.zeros(threads, c)
+        du, dbias = b.du, b.dbias
         x_, g_, s_ = src.data_ptr(), g.data_ptr(), b.scratch.data_ptr()
-        du_, db_, per, size = du.data_ptr(), dbias.data_ptr(), b.per, 64 * c * c
+        du_, db_, per = du.data_ptr(), dbias.data_ptr(), b.per
 
-        def run(part: int, g0: int, g1: int, omp: int) -> None:
+        def run(part: int, s0: int, s1: int, omp: int) -> None:
             lib.sruc_wino6_wgrad(
-                x_, g_, b.hp, b.wp, c, c, th, tw, n, du_ + part * size * 4,
-                db_ + part * c * 4, s_ + part * per * 4, _WGRAD_GROUP, g0, g1, omp,
+                x_, g_, b.hp, b.wp, c, c, th, tw, n, du_, db_, s_ + part * per * 4,
+                _WGRAD_GROUP, _WGRAD_SLOTS, s0, s1, omp,
             )  # fmt: skip
 
-        self._parts(run, b.wgroups, threads)
-        return du, dbias
+        self._parts(run, _WGRAD_SLOTS, threads)
+        return du.sum(0), dbias.sum(0)
 
     def _parts(self, run: Callable[[int, int, int, int], None], groups: int, threads: int) -> None:
         if self.k.openmp or threads == 1:

@@ -552,9 +552,8 @@ void sruc_conv_tail(const float *restrict src, int64_t nimg, int64_t hp, int64_t
     }
 }
 
-/* Training: the weight and bias gradients. Each thread adds into its own slice of the
- * outputs (thread t at du + t * size), which the caller zeroes and then sums. The work
- * is split statically, so a run gives the same sums every time. */
+/* Training: the weight and bias gradients, summed into slices of the outputs that the
+ * caller then adds up, so that a step gives the same sums every time. */
 
 /* The gradient micro-kernels: o (R rows of C x K) += a^T b over the g blocks of a
  * group, a (g x C) and b (g x K) as the layer leaves V and M. */
@@ -603,17 +602,22 @@ static void gemm_acc(const float *restrict a, const float *restrict b, float *re
 
 /* The gradients of sruc_wino6_layer's transformed kernels and bias: x its input, gy
  * the gradient of its output (ReLU's backward applied; padding and overhang zero), both
- * padded NHWC with C and K channels. du: (threads, 64, C, K), dbias: (threads, K). Per
- * group of blocks: x's input transform V, gy's transposed output transform dM, and
- * du[p] += V[p]^T dM[p] for the 64 points (the kernels' gradient is G^T du G). Its
- * groups are larger than the layer's: each adds into all of the thread's du (64 C K
- * floats, 1 MB for 64 channels), which does not stay in its cache. */
+ * padded NHWC with C and K channels. Per group of blocks: x's input transform V, gy's
+ * transposed output transform dM, and du[p] += V[p]^T dM[p] for the 64 points (the
+ * kernels' gradient is G^T du G). The image's groups are cut into nslots equal runs,
+ * each summed into its own slot of du (nslots, 64, C, K) and dbias (nslots, K), which
+ * it zeroes first: threads take slots s0 .. s1-1 as they come free (a core slowed by
+ * another process holds nothing up), and the sums do not depend on who took which, so
+ * a step gives the same gradients every time, whatever the thread count. The groups
+ * are larger than the layer's: each adds into the whole of its slot (64 C K floats,
+ * 1 MB for 64 channels), which does not stay in the core's cache. */
 void sruc_wino6_wgrad(const float *restrict x, const float *restrict gy, int64_t hp,
                       int64_t wp, int64_t C, int64_t K, int64_t th, int64_t tw, int64_t nimg,
                       float *restrict du, float *restrict dbias, float *restrict scratch,
-                      int64_t group, int64_t g0, int64_t g1, int threads)
+                      int64_t group, int64_t nslots, int64_t s0, int64_t s1, int threads)
 {
     const int64_t per = th * tw, T = nimg * per, vs = group * C, ms = group * K;
+    const int64_t groups = (T + group - 1) / group;
 #pragma omp parallel num_threads(threads)
     {
 #ifdef _OPENMP
@@ -622,18 +626,23 @@ void sruc_wino6_wgrad(const float *restrict x, const float *restrict gy, int64_t
         const int me = 0;
 #endif
         float *v = scratch + (int64_t)me * 64 * (vs + ms), *m = v + 64 * vs;
-        float *dut = du + (int64_t)me * 64 * C * K, *dbt = dbias + (int64_t)me * K;
-#pragma omp for schedule(static)
-        for (int64_t gi = g0; gi < g1; gi++) {
-            const int64_t t0 = gi * group, g = T - t0 < group ? T - t0 : group;
-            for (int64_t i = 0; i < g; i++) {
-                const int64_t t = t0 + i, n = t / per, a = t % per / tw, b = t % tw;
-                in6_block(x + ((n * hp + 6 * a) * wp + 6 * b) * C, wp * C, C, v + i * C, vs);
-                grad6_block(gy + ((n * hp + 1 + 6 * a) * wp + 1 + 6 * b) * K, wp * K, K,
-                            m + i * K, ms, dbt);
+#pragma omp for schedule(dynamic)
+        for (int64_t sl = s0; sl < s1; sl++) {
+            float *dus = du + sl * 64 * C * K, *dbs = dbias + sl * K;
+            memset(dus, 0, (size_t)(64 * C * K) * sizeof *dus);
+            memset(dbs, 0, (size_t)K * sizeof *dbs);
+            for (int64_t gi = sl * groups / nslots; gi < (sl + 1) * groups / nslots; gi++) {
+                const int64_t t0 = gi * group, g = T - t0 < group ? T - t0 : group;
+                for (int64_t i = 0; i < g; i++) {
+                    const int64_t t = t0 + i, n = t / per, a = t % per / tw, b = t % tw;
+                    in6_block(x + ((n * hp + 6 * a) * wp + 6 * b) * C, wp * C, C, v + i * C,
+                              vs);
+                    grad6_block(gy + ((n * hp + 1 + 6 * a) * wp + 1 + 6 * b) * K, wp * K, K,
+                                m + i * K, ms, dbs);
+                }
+                for (int p = 0; p < 64; p++)
+                    gemm_acc(v + p * vs, m + p * ms, dus + (int64_t)p * C * K, g, C, K);
             }
-            for (int p = 0; p < 64; p++)
-                gemm_acc(v + p * vs, m + p * ms, dut + (int64_t)p * C * K, g, C, K);
         }
     }
 }
