@@ -220,8 +220,8 @@ def _loop(s: Session, data: SessionData, t: Trainee, record: RunRecord, start: i
     t.model.train()
     # On one CPU process, the same forward with each convolution + ReLU fused
     # (same outputs and gradients, ~10% faster for VDSR), or in float32 VDSR through
-    # the compiled Winograd kernels (equal to float32 rounding, fastest on CPUs without
-    # AMX); DDP needs its own forward.
+    # the compiled Winograd kernels (gradients within ~1e-4 of float32's, fastest on
+    # CPUs without AMX); DDP needs its own forward.
     cpu_alone = s.device.type == "cpu" and s.ddp.world_size == 1
     fused = training_forward(t.net, t.amp) if cpu_alone else None
     forward = fused if fused is not None else _autocast_forward(t.model, t.amp, s.device)
