@@ -25,6 +25,7 @@ from sruc.cli import main
 from sruc.engine.fused import conv_relu_op
 from sruc.errors import OutputError, SrucWarning
 from sruc.train import RECIPES, TrainConfig, train
+from sruc.train.config import TrainEvent
 from sruc.train.data import PatchCache
 from sruc.train.plot import nice_ticks
 from sruc.zoo import checkpoint
@@ -208,6 +209,40 @@ def test_resume_follows_the_same_trajectory(images: Path, tmp_path: Path) -> Non
         return [r["step"] for r in map(json.loads, lines) if r["kind"] == "val"]
 
     assert logged("resumed") == logged("straight")
+
+
+def test_vdsr_trains_through_winograd_where_auto_picks_it_and_resumes_exactly(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A VDSR 16 wide on a CPU without AMX: fp32 through the compiled Winograd kernels
+    (the start line says so), and a resumed run ends with the same weights."""
+    from sruc.engine import native, precision
+
+    if native.kernels() is None:
+        pytest.skip(f"compiled Winograd kernels: {native.status()}")
+    monkeypatch.setattr(precision, "cpu_has_amx", lambda env=None: False)
+    starts: list[str] = []
+
+    def progress(e: TrainEvent) -> None:
+        if e.kind == "start":
+            starts.append(e.message)
+
+    wide = {"depth": 4, "width": 16}
+    straight = train(tiny_config(images, tmp_path / "straight", model_config=wide), progress)
+    assert "(fp32 Winograd, 1 process(es))" in starts[0]
+    train(tiny_config(images, tmp_path / "resumed", model_config=wide, stop_after=3))
+    second = train(tiny_config(images, tmp_path / "resumed", model_config=wide, resume=True))
+    assert (second.resumed_from, second.step, second.completed) == (3, 6, True)
+    a = torch.load(tmp_path / "straight" / "state.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "state.pt", weights_only=True)
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    assert straight.best_psnr == second.best_psnr
+    # --precision bf16 keeps autocast where the CPU runs bf16
+    if precision.cpu_can_run_bf16():
+        train(tiny_config(images, tmp_path / "bf16", model_config=wide, precision="bf16",
+                          steps=1), progress)  # fmt: skip
+        assert "(bf16, 1 process(es))" in starts[-1]
 
 
 def test_ema_averages_the_weights_and_resumes_exactly(images: Path, tmp_path: Path) -> None:
