@@ -129,7 +129,7 @@ def test_kernels_that_fail_their_check_are_not_used_and_not_kept(
         "sruc_wino6_layer",
         "sruc_conv_head",
         "sruc_conv_tail",
-        "sruc_wino6_wgrad",
+        "sruc_wino6_backward",
         "sruc_conv_head_wgrad",
         "sruc_conv_tail_wgrad",
     ],

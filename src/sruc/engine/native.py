@@ -158,7 +158,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.sruc_wino_out.argtypes += [_I64, _I64, _PTR, _I64, _I64, _I64, i32]
     lib.sruc_wino_out.restype = None
     lib.sruc_wino6_layer.argtypes = [_PTR, _I64, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR]
-    lib.sruc_wino6_layer.argtypes += [i32, _PTR, _I64, _I64, _PTR, _PTR, _I64, _I64, _I64, i32]
+    lib.sruc_wino6_layer.argtypes += [i32, _I64, _I64, _PTR, _PTR, _I64, _I64, _I64, i32]
     lib.sruc_wino6_layer.restype = None
     lib.sruc_conv_head.argtypes = [_PTR, _I64, _I64, _I64, _I64, _PTR, _PTR, i32, _PTR, _PTR]
     lib.sruc_conv_head.argtypes += [_I64, _I64, _I64, i32]
@@ -166,9 +166,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.sruc_conv_tail.argtypes = [_PTR, _I64, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR, i32]
     lib.sruc_conv_tail.argtypes += [_PTR, _I64, i32]
     lib.sruc_conv_tail.restype = None
-    lib.sruc_wino6_wgrad.argtypes = [_PTR, _PTR] + [_I64] * 7 + [_PTR, _PTR, _PTR]
-    lib.sruc_wino6_wgrad.argtypes += [_I64, _I64, _I64, _I64, i32]
-    lib.sruc_wino6_wgrad.restype = None
+    lib.sruc_wino6_backward.argtypes = [_PTR, _PTR] + [_I64] * 8 + [_PTR] * 6
+    lib.sruc_wino6_backward.argtypes += [_I64] * 5 + [i32]
+    lib.sruc_wino6_backward.restype = None
     lib.sruc_conv_head_wgrad.argtypes = [_PTR] + [_I64] * 4 + [_PTR, _I64, _I64, _I64]
     lib.sruc_conv_head_wgrad.argtypes += [_PTR, _PTR, i32]
     lib.sruc_conv_head_wgrad.restype = None

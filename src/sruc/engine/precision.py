@@ -109,7 +109,7 @@ def resolve_precision(precision: str, device: torch.device, fast_fp32: bool = Fa
     ``fast_fp32`` (the work has a float32 route faster than oneDNN's bf16 direct
     convolutions: training VDSR through compiled Winograd kernels,
     :mod:`sruc.engine.wino_train`), ``auto`` is fp32 on CPUs without AMX, whose
-    bf16 runs on the vector units (a 2-core Zen 4: 1.3x faster a VDSR step, and
+    bf16 runs on the vector units (a 2-core Zen 4: 1.45x faster a VDSR step, and
     exact to float32 rounding); AMX CPUs keep bf16 on their matrix units.
 
     Raises:

@@ -11,12 +11,13 @@ coefficients). :class:`ChainTrainer` runs all three in ``winograd.c``:
 - forward: the head (``sruc_conv_head``, 1 -> C, ReLU), the middle layers
   (``sruc_wino6_layer``, C -> C, ReLU), the tail (``sruc_conv_tail``, C -> 1),
   every activation kept in its own zero-padded NHWC buffer;
-- the input gradient of a 3x3 layer is the same convolution with its kernels
-  flipped and transposed: the same layer call, with the ReLU's backward as a
-  gate (an output kept where the layer's input was positive);
-- the weight gradient of a middle layer is taken in the Winograd domain
-  (``sruc_wino6_wgrad``: ``dU[p] += V[p]^T dM[p]`` over the blocks, then
-  ``G^T dU G``); the head's and tail's by direct sums.
+- backward, a middle layer in one pass (``sruc_wino6_backward``): its weight
+  gradient in the Winograd domain (``dU[p] += V[p]^T dM[p]`` over the blocks,
+  then ``G^T dU G``) and, for the same blocks while they are in cache, its input
+  gradient: the same convolution with the kernels flipped and transposed, each
+  output kept where the layer's input was positive (the ReLU's backward, a
+  *gate*); the tail's input gradient is the head kernel with a gate, and the
+  head's and tail's weight gradients are direct sums.
 
 Outputs and gradients agree with the direct convolutions' in float64 to 1e-5 of
 their magnitude on small chains (``tests/engine/test_wino_train.py``), and with
@@ -154,7 +155,7 @@ class ChainTrainer:
         for i in range(1, len(self.convs) - 1):
             wt, bias = params[2 * i], params[2 * i + 1]
             u = transform_weights(wt, 6, torch.float32)  # type: ignore[arg-type]
-            self._layer(b, b.acts[i - 1], b.acts[i], u, _vector(bias, c), True, None, threads)
+            self._layer(b, b.acts[i - 1], b.acts[i], u, _vector(bias, c), threads)
         tail = EdgeConv.tail(params[-2].detach(), params[-1], False)  # type: ignore[union-attr]
         kout = tail.weight.shape[0]
         y = torch.empty(n, kout, h, w)
@@ -204,11 +205,10 @@ class ChainTrainer:
             wt, bias = params[2 * i], params[2 * i + 1]
             assert wt is not None
             src, g = b.acts[i - 1], b.grads[cur]
-            du, dbias = self._wgrad(b, src, g, threads)
+            ut = transform_weights(wt.transpose(0, 1).flip(2, 3), 6, torch.float32)
+            du, dbias = self._backward(b, src, g, b.grads[1 - cur], ut, zero, threads)
             grads[2 * i] = weight_gradient(du).to(wt.dtype)
             grads[2 * i + 1] = dbias if bias is not None else None
-            ut = transform_weights(wt.transpose(0, 1).flip(2, 3), 6, torch.float32)
-            self._layer(b, g, b.grads[1 - cur], ut, zero, False, src, threads)
             cur = 1 - cur
 
         # The head: its weight and bias gradients (no input gradient: x is data).
@@ -225,48 +225,45 @@ class ChainTrainer:
         return grads
 
     def _layer(
-        self,
-        b: _Buffers,
-        src: torch.Tensor,
-        dst: torch.Tensor,
-        u: torch.Tensor,
-        bias: torch.Tensor,
-        relu: bool,
-        gate: torch.Tensor | None,
-        threads: int,
-    ) -> None:
-        """One F(6x6, 3x3) layer, ``src`` -> ``dst`` (buffers of ``b``)."""
+        self, b: _Buffers, src: torch.Tensor, dst: torch.Tensor, u: torch.Tensor,
+        bias: torch.Tensor, threads: int,
+    ) -> None:  # fmt: skip
+        """One F(6x6, 3x3) layer + ReLU, ``src`` -> ``dst`` (buffers of ``b``)."""
         th, tw = b.tiles
         n, h, w = b.key[:3]
         lib, c = self.k.lib, self.c
         x_, d_, u_, b_ = src.data_ptr(), dst.data_ptr(), u.data_ptr(), bias.data_ptr()
-        gate_ = None if gate is None else gate.data_ptr()
-        s_, per, r = b.scratch.data_ptr(), b.per, int(relu)
+        s_, per = b.scratch.data_ptr(), b.per
 
         def run(part: int, g0: int, g1: int, omp: int) -> None:
             lib.sruc_wino6_layer(
-                x_, b.hp, b.wp, c, th, tw, n, u_, b_, r, gate_, h, w, d_,
+                x_, b.hp, b.wp, c, th, tw, n, u_, b_, 1, h, w, d_,
                 s_ + part * per * 4, _GROUP_BLOCKS, g0, g1, omp,
             )  # fmt: skip
 
         self._parts(run, b.groups, threads)
 
-    def _wgrad(
-        self, b: _Buffers, src: torch.Tensor, g: torch.Tensor, threads: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A middle layer's kernel gradient in the Winograd domain, (64, C, C), and its
-        bias gradient, (C,): ``src`` its input, ``g`` its output's gradient (buffers of
-        ``b``); each the sum of :data:`_WGRAD_SLOTS` parts, in a fixed order."""
+    def _backward(
+        self, b: _Buffers, src: torch.Tensor, g: torch.Tensor, dst: torch.Tensor,
+        ut: torch.Tensor, zero: torch.Tensor, threads: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """A middle layer's backward (buffers of ``b``): ``src`` its input, ``g`` its
+        output's gradient, ``ut`` its flipped, transposed, transformed kernels. Writes its
+        input's gradient to ``dst``; returns its kernel gradient in the Winograd domain,
+        (64, C, C), and its bias gradient, (C,), each the sum of :data:`_WGRAD_SLOTS`
+        parts in a fixed order."""
         th, tw = b.tiles
-        n, c, lib = b.key[0], self.c, self.k.lib
+        n, h, w = b.key[:3]
+        c, lib = self.c, self.k.lib
         du, dbias = b.du, b.dbias
-        x_, g_, s_ = src.data_ptr(), g.data_ptr(), b.scratch.data_ptr()
-        du_, db_, per = du.data_ptr(), dbias.data_ptr(), b.per
+        x_, g_, d_, s_ = src.data_ptr(), g.data_ptr(), dst.data_ptr(), b.scratch.data_ptr()
+        du_, db_, u_, z_ = du.data_ptr(), dbias.data_ptr(), ut.data_ptr(), zero.data_ptr()
+        per = b.per
 
         def run(part: int, s0: int, s1: int, omp: int) -> None:
-            lib.sruc_wino6_wgrad(
-                x_, g_, b.hp, b.wp, c, c, th, tw, n, du_, db_, s_ + part * per * 4,
-                _WGRAD_GROUP, _WGRAD_SLOTS, s0, s1, omp,
+            lib.sruc_wino6_backward(
+                x_, g_, b.hp, b.wp, c, th, tw, n, h, w, u_, z_, d_, du_, db_,
+                s_ + part * per * 4, _WGRAD_GROUP, _GROUP_BLOCKS, _WGRAD_SLOTS, s0, s1, omp,
             )  # fmt: skip
 
         self._parts(run, _WGRAD_SLOTS, threads)

@@ -12,10 +12,10 @@
  *       float32: what the bf16 products run
  *   sruc_conv_head / sruc_conv_tail: the direct 3x3 convolutions before and after a
  *       stack (VDSR's first and last layers), into and out of its buffers
- *   training (sruc.engine.wino_train): a layer's input gradient is sruc_wino6_layer /
- *       sruc_conv_head with the kernels flipped and a gate (the ReLU's backward);
- *       sruc_wino6_wgrad, sruc_conv_head_wgrad and sruc_conv_tail_wgrad give the
- *       weight and bias gradients
+ *   training (sruc.engine.wino_train): sruc_wino6_backward, a middle layer's weight,
+ *       bias and input gradients in one pass (the input gradient: the layer with its
+ *       kernels flipped, gated by the ReLU's backward); sruc_conv_head with a gate and
+ *       sruc_conv_head_wgrad / sruc_conv_tail_wgrad for the first and last layers
  *
  * B^T, G and A^T are Lavin & Gray's (CVPR 2016): points 0, +-1, +-2 for F(4x4, 3x3),
  * and +-1/2 besides for F(6x6, 3x3). Layout: activations are zero-padded NHWC
@@ -71,6 +71,16 @@ static inline float from_bf16(uint16_t b)
 }
 
 int sruc_wino_version(void) { return 5; }
+
+/* This thread's number in the current parallel region (0 without OpenMP). */
+static inline int thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
 
 /* The pixels of a block (at y0, z0 in the padded buffer) that hang past the h x w
  * image are padding for the next layer: zero them. */
@@ -386,20 +396,27 @@ static inline vecf vload(const float *p)
 
 static inline void vstore(float *p, vecf v) { memcpy(p, &v, sizeof v); }
 
-#define MICRO(NAME, R, W)                                                                \
+/* o (R rows x W vectors) = (ACC: o, else 0) + the sum over i < n of A(a, r, i, C) (the
+ * R values of a's column i) times b's row i (W vectors; rows K floats apart). ROWS: a is
+ * R rows of n (C floats apart), the products' tile; COLS: a is n rows of C, read down
+ * its columns, the weight gradient's. The layout and ACC are fixed per kernel, so each
+ * compiles to its own loop. */
+#define ROWS(a, r, i, C) (a)[(r) * (C) + (i)]
+#define COLS(a, r, i, C) (a)[(i) * (C) + (r)]
+#define MICRO(NAME, R, W, A, ACC)                                                        \
     static inline void NAME(const float *restrict a, const float *restrict b,             \
-                            float *restrict o, int64_t C, int64_t K)                      \
+                            float *restrict o, int64_t n, int64_t C, int64_t K)           \
     {                                                                                     \
         vecf acc[R][W];                                                                   \
         for (int r = 0; r < R; r++)                                                       \
             for (int j = 0; j < W; j++)                                                   \
-                acc[r][j] = (vecf){0};                                                    \
-        for (int64_t c = 0; c < C; c++) {                                                 \
+                acc[r][j] = ACC ? vload(o + r * K + j * VL) : (vecf){0};                  \
+        for (int64_t i = 0; i < n; i++) {                                                 \
             vecf wv[W];                                                                   \
             for (int j = 0; j < W; j++)                                                   \
-                wv[j] = vload(b + c * K + j * VL);                                        \
+                wv[j] = vload(b + i * K + j * VL);                                        \
             for (int r = 0; r < R; r++) {                                                 \
-                const vecf s = (vecf){0} + a[r * C + c];                                  \
+                const vecf s = (vecf){0} + A(a, r, i, C);                                 \
                 for (int j = 0; j < W; j++)                                               \
                     acc[r][j] += s * wv[j];                                               \
             }                                                                             \
@@ -408,10 +425,10 @@ static inline void vstore(float *p, vecf v) { memcpy(p, &v, sizeof v); }
             for (int j = 0; j < W; j++)                                                   \
                 vstore(o + r * K + j * VL, acc[r][j]);                                    \
     }
-MICRO(micro_rw, MR, NV)
-MICRO(micro_1w, 1, NV)
-MICRO(micro_r1, MR, 1)
-MICRO(micro_11, 1, 1)
+MICRO(micro_rw, MR, NV, ROWS, 0)
+MICRO(micro_1w, 1, NV, ROWS, 0)
+MICRO(micro_r1, MR, 1, ROWS, 0)
+MICRO(micro_11, 1, 1, ROWS, 0)
 
 /* o (g x K) = a (g x C) @ b (C x K), all rows contiguous; K a multiple of VL. */
 static void gemm_group(const float *restrict a, const float *restrict b, float *restrict o,
@@ -421,66 +438,73 @@ static void gemm_group(const float *restrict a, const float *restrict b, float *
     for (; k0 + NV * VL <= K; k0 += NV * VL) {
         int64_t t = 0;
         for (; t + MR <= g; t += MR)
-            micro_rw(a + t * C, b + k0, o + t * K + k0, C, K);
+            micro_rw(a + t * C, b + k0, o + t * K + k0, C, C, K);
         for (; t < g; t++)
-            micro_1w(a + t * C, b + k0, o + t * K + k0, C, K);
+            micro_1w(a + t * C, b + k0, o + t * K + k0, C, C, K);
     }
     for (; k0 < K; k0 += VL) {
         int64_t t = 0;
         for (; t + MR <= g; t += MR)
-            micro_r1(a + t * C, b + k0, o + t * K + k0, C, K);
+            micro_r1(a + t * C, b + k0, o + t * K + k0, C, C, K);
         for (; t < g; t++)
-            micro_11(a + t * C, b + k0, o + t * K + k0, C, K);
+            micro_11(a + t * C, b + k0, o + t * K + k0, C, C, K);
+    }
+}
+
+/* F(6x6, 3x3) for blocks t0 .. t0+g-1 of the padded NHWC image x (C channels, in
+ * and out; th x tw blocks an image): their input transforms into v, the 64 products by
+ * u into m (planes g * C floats apart), the output transforms (+ bias, ReLU, kept where
+ * the gate is positive: NULL, or a buffer laid out as dst) into dst, the blocks'
+ * overhang past the h x w image zeroed. */
+static inline void layer_group(const float *restrict x, int64_t hp, int64_t wp, int64_t C,
+                               int64_t th, int64_t tw, const float *restrict u,
+                               const float *restrict bias, int relu,
+                               const float *restrict gate, int64_t h, int64_t w,
+                               float *restrict dst, float *restrict v, float *restrict m,
+                               int64_t t0, int64_t g)
+{
+    const int64_t rs = wp * C, per = th * tw;
+    for (int64_t i = 0; i < g; i++) {
+        const int64_t t = t0 + i, n = t / per, a = t % per / tw, b = t % tw;
+        in6_block(x + ((n * hp + 6 * a) * wp + 6 * b) * C, rs, C, v + i * C, g * C);
+    }
+    for (int p = 0; p < 64; p++)
+        gemm_group(v + p * g * C, u + (int64_t)p * C * C, m + p * g * C, g, C, C);
+    for (int64_t i = 0; i < g; i++) {
+        const int64_t t = t0 + i, n = t / per, a = t % per / tw, b = t % tw;
+        const int64_t y0 = 1 + 6 * a, z0 = 1 + 6 * b, at = ((n * hp + y0) * wp + z0) * C;
+        out6_block(m + i * C, g * C, bias, relu, dst + at, rs, C);
+        if (gate)
+            gate_block(dst + at, gate + at, rs, C);
+        zero_overhang(dst + at, y0, z0, 6, h, w, rs, C);
     }
 }
 
 /* One whole 3x3 layer by F(6x6, 3x3), float32: the padded NHWC image x (nimg x hp x
  * wp x C, th x tw blocks) -> dst (same geometry, K = C channels), + bias, ReLU, the
- * padding past the h x w image zeroed; with a gate (NULL: none; else a buffer of dst's
- * geometry), each output kept only where the gate is positive. u: the transformed
- * kernels, (64, C, K). Each
+ * padding past the h x w image zeroed. u: the transformed kernels, (64, C, K). Each
  * thread takes groups of `group` blocks (groups g0 .. g1-1 of the image's blocks in
  * order) and, for each, runs the input transform, the 64 products and the output
  * transform while they are in its cache; scratch holds 64 * group * (C + K) floats
  * per thread. Without OpenMP the caller runs ranges of groups on threads of its own. */
 void sruc_wino6_layer(const float *restrict x, int64_t hp, int64_t wp, int64_t C,
                       int64_t th, int64_t tw, int64_t nimg, const float *restrict u,
-                      const float *restrict bias, int relu, const float *restrict gate,
-                      int64_t h, int64_t w, float *restrict dst, float *restrict scratch,
-                      int64_t group, int64_t g0, int64_t g1, int threads)
+                      const float *restrict bias, int relu, int64_t h, int64_t w,
+                      float *restrict dst, float *restrict scratch, int64_t group, int64_t g0,
+                      int64_t g1, int threads)
 {
-    const int64_t K = C, rs = wp * C, per = th * tw, T = nimg * per;
-    const int64_t vs = group * C, ms = group * K;
+    const int64_t T = nimg * th * tw, vs = group * C;
 #pragma omp parallel num_threads(threads)
     {
-#ifdef _OPENMP
-        const int me = omp_get_thread_num();
-#else
-        const int me = 0;
-#endif
-        float *v = scratch + (int64_t)me * 64 * (vs + ms), *m = v + 64 * vs;
+        const int me = thread_id();
+        float *v = scratch + (int64_t)me * 64 * 2 * vs, *m = v + 64 * vs;
         /* dynamic: where another process slows one core, its thread takes fewer
          * groups instead of holding up the others (a 384 px layer with one core
          * busy: 25 ms on two threads, 32 on one, 34.5 with a static split) */
 #pragma omp for schedule(dynamic)
         for (int64_t gi = g0; gi < g1; gi++) {
             const int64_t t0 = gi * group, g = T - t0 < group ? T - t0 : group;
-            for (int64_t i = 0; i < g; i++) {
-                const int64_t t = t0 + i, n = t / per, a = t % per / tw, b = t % tw;
-                in6_block(x + ((n * hp + 6 * a) * wp + 6 * b) * C, rs, C, v + i * C, vs);
-            }
-            for (int p = 0; p < 64; p++)
-                gemm_group(v + p * vs, u + (int64_t)p * C * K, m + p * ms, g, C, K);
-            for (int64_t i = 0; i < g; i++) {
-                const int64_t t = t0 + i, n = t / per, a = t % per / tw, b = t % tw;
-                const int64_t y0 = 1 + 6 * a, z0 = 1 + 6 * b;
-                const int64_t at = ((n * hp + y0) * wp + z0) * K;
-                float *db = dst + at;
-                out6_block(m + i * K, ms, bias, relu, db, rs, K);
-                if (gate)
-                    gate_block(db, gate + at, rs, K);
-                zero_overhang(db, y0, z0, 6, h, w, rs, K);
-            }
+            layer_group(x, hp, wp, C, th, tw, u, bias, relu, NULL, h, w, dst, v, m, t0, g);
         }
     }
 }
@@ -562,30 +586,8 @@ void sruc_conv_tail(const float *restrict src, int64_t nimg, int64_t hp, int64_t
 #else
 #define WR 2
 #endif
-#define WMICRO(NAME, R, W)                                                               \
-    static inline void NAME(const float *restrict a, const float *restrict b,             \
-                            float *restrict o, int64_t g, int64_t C, int64_t K)           \
-    {                                                                                     \
-        vecf acc[R][W];                                                                   \
-        for (int r = 0; r < R; r++)                                                       \
-            for (int j = 0; j < W; j++)                                                   \
-                acc[r][j] = vload(o + r * K + j * VL);                                    \
-        for (int64_t i = 0; i < g; i++) {                                                 \
-            vecf gv[W];                                                                   \
-            for (int j = 0; j < W; j++)                                                   \
-                gv[j] = vload(b + i * K + j * VL);                                        \
-            for (int r = 0; r < R; r++) {                                                 \
-                const vecf s = (vecf){0} + a[i * C + r];                                  \
-                for (int j = 0; j < W; j++)                                               \
-                    acc[r][j] += s * gv[j];                                               \
-            }                                                                             \
-        }                                                                                 \
-        for (int r = 0; r < R; r++)                                                       \
-            for (int j = 0; j < W; j++)                                                   \
-                vstore(o + r * K + j * VL, acc[r][j]);                                    \
-    }
-WMICRO(wmicro_rw, WR, NV)
-WMICRO(wmicro_r1, WR, 1)
+MICRO(wmicro_rw, WR, NV, COLS, 1)
+MICRO(wmicro_r1, WR, 1, COLS, 1)
 
 /* o (C x K) += a^T (C x g) @ b (g x K); C a multiple of 16, K of VL. */
 static void gemm_acc(const float *restrict a, const float *restrict b, float *restrict o,
@@ -600,48 +602,54 @@ static void gemm_acc(const float *restrict a, const float *restrict b, float *re
     }
 }
 
-/* The gradients of sruc_wino6_layer's transformed kernels and bias: x its input, gy
- * the gradient of its output (ReLU's backward applied; padding and overhang zero), both
- * padded NHWC with C and K channels. Per group of blocks: x's input transform V, gy's
- * transposed output transform dM, and du[p] += V[p]^T dM[p] for the 64 points (the
- * kernels' gradient is G^T du G). The image's groups are cut into nslots equal runs,
- * each summed into its own slot of du (nslots, 64, C, K) and dbias (nslots, K), which
- * it zeroes first: threads take slots s0 .. s1-1 as they come free (a core slowed by
- * another process holds nothing up), and the sums do not depend on who took which, so
- * a step gives the same gradients every time, whatever the thread count. The groups
- * are larger than the layer's: each adds into the whole of its slot (64 C K floats,
- * 1 MB for 64 channels), which does not stay in the core's cache. */
-void sruc_wino6_wgrad(const float *restrict x, const float *restrict gy, int64_t hp,
-                      int64_t wp, int64_t C, int64_t K, int64_t th, int64_t tw, int64_t nimg,
-                      float *restrict du, float *restrict dbias, float *restrict scratch,
-                      int64_t group, int64_t nslots, int64_t s0, int64_t s1, int threads)
+/* A middle layer's backward: x its input, gy the gradient of its output (the ReLU's
+ * backward applied; padding and overhang zero), both padded NHWC with C channels.
+ * - The gradients of its transformed kernels and bias: per group of blocks, x's input
+ *   transform V, gy's transposed output transform dM, and du[p] += V[p]^T dM[p] for the
+ *   64 points (the kernels' gradient is G^T du G). The image's groups are cut into
+ *   nslots equal runs, each summed into its own slot of du (nslots, 64, C, C) and
+ *   dbias (nslots, C), which it zeroes first: threads take slots s0 .. s1-1 as they
+ *   come free (a core slowed by another process holds nothing up), and the sums do not
+ *   depend on who took which, so a step gives the same gradients every time, whatever
+ *   the thread count. The groups are larger than the layer's: each adds into the
+ *   whole of its slot (64 C C floats, 1 MB for 64 channels), out of the core's cache.
+ * - Its input gradient, for the same group while it is in the core's cache: gy by the
+ *   flipped, transposed kernels ut (64, C, C), `sub` blocks at a time as
+ *   sruc_wino6_layer runs them, kept where x is positive (the ReLU's backward), into
+ *   dx (padded NHWC, its overhang past the h x w image zeroed). zero: C zeros. */
+void sruc_wino6_backward(const float *restrict x, const float *restrict gy, int64_t hp,
+                         int64_t wp, int64_t C, int64_t th, int64_t tw, int64_t nimg,
+                         int64_t h, int64_t w, const float *restrict ut,
+                         const float *restrict zero, float *restrict dx, float *restrict du,
+                         float *restrict dbias, float *restrict scratch, int64_t group,
+                         int64_t sub, int64_t nslots, int64_t s0, int64_t s1, int threads)
 {
-    const int64_t per = th * tw, T = nimg * per, vs = group * C, ms = group * K;
+    const int64_t per = th * tw, T = nimg * per, vs = group * C, rs = wp * C;
     const int64_t groups = (T + group - 1) / group;
 #pragma omp parallel num_threads(threads)
     {
-#ifdef _OPENMP
-        const int me = omp_get_thread_num();
-#else
-        const int me = 0;
-#endif
-        float *v = scratch + (int64_t)me * 64 * (vs + ms), *m = v + 64 * vs;
+        const int me = thread_id();
+        float *v = scratch + (int64_t)me * 64 * 2 * vs, *m = v + 64 * vs;
 #pragma omp for schedule(dynamic)
         for (int64_t sl = s0; sl < s1; sl++) {
-            float *dus = du + sl * 64 * C * K, *dbs = dbias + sl * K;
-            memset(dus, 0, (size_t)(64 * C * K) * sizeof *dus);
-            memset(dbs, 0, (size_t)K * sizeof *dbs);
+            float *dus = du + sl * 64 * C * C, *dbs = dbias + sl * C;
+            memset(dus, 0, (size_t)(64 * C * C) * sizeof *dus);
+            memset(dbs, 0, (size_t)C * sizeof *dbs);
             for (int64_t gi = sl * groups / nslots; gi < (sl + 1) * groups / nslots; gi++) {
                 const int64_t t0 = gi * group, g = T - t0 < group ? T - t0 : group;
                 for (int64_t i = 0; i < g; i++) {
                     const int64_t t = t0 + i, n = t / per, a = t % per / tw, b = t % tw;
-                    in6_block(x + ((n * hp + 6 * a) * wp + 6 * b) * C, wp * C, C, v + i * C,
-                              vs);
-                    grad6_block(gy + ((n * hp + 1 + 6 * a) * wp + 1 + 6 * b) * K, wp * K, K,
-                                m + i * K, ms, dbs);
+                    in6_block(x + ((n * hp + 6 * a) * wp + 6 * b) * C, rs, C, v + i * C, vs);
+                    grad6_block(gy + ((n * hp + 1 + 6 * a) * wp + 1 + 6 * b) * C, rs, C,
+                                m + i * C, vs, dbs);
                 }
                 for (int p = 0; p < 64; p++)
-                    gemm_acc(v + p * vs, m + p * ms, dus + (int64_t)p * C * K, g, C, K);
+                    gemm_acc(v + p * vs, m + p * vs, dus + (int64_t)p * C * C, g, C, C);
+                for (int64_t j0 = 0; j0 < g; j0 += sub) {
+                    const int64_t gs = g - j0 < sub ? g - j0 : sub;
+                    layer_group(gy, hp, wp, C, th, tw, ut, zero, 0, x, h, w, dx, v, m,
+                                t0 + j0, gs);
+                }
             }
         }
     }
@@ -657,11 +665,7 @@ void sruc_conv_head_wgrad(const float *restrict x, int64_t nimg, int64_t cin, in
     const int64_t xs = w + 2, plane = (h + 2) * xs;
 #pragma omp parallel num_threads(threads)
     {
-#ifdef _OPENMP
-        const int me = omp_get_thread_num();
-#else
-        const int me = 0;
-#endif
+        const int me = thread_id();
         float *dwt = dw + (int64_t)me * 9 * cin * K, *dbt = db + (int64_t)me * K;
 #pragma omp for schedule(static)
         for (int64_t row = 0; row < nimg * h; row++) {
@@ -692,11 +696,7 @@ void sruc_conv_tail_wgrad(const float *restrict src, int64_t nimg, int64_t hp, i
 {
 #pragma omp parallel num_threads(threads)
     {
-#ifdef _OPENMP
-        const int me = omp_get_thread_num();
-#else
-        const int me = 0;
-#endif
+        const int me = thread_id();
         float *dwt = dw + (int64_t)me * kout * 9 * C, *dbt = db + (int64_t)me * kout;
 #pragma omp for schedule(static)
         for (int64_t row = 0; row < nimg * h; row++) {

@@ -347,7 +347,7 @@ class Plan:
 
             def run(part: int, g0: int, g1: int, omp_threads: int) -> None:
                 k.lib.sruc_wino6_layer(
-                    x_, hp, wp, c, th, tw, n, u.data_ptr(), b.data_ptr(), r, None, h, w, d_,
+                    x_, hp, wp, c, th, tw, n, u.data_ptr(), b.data_ptr(), r, h, w, d_,
                     s_ + part * per * 4, _GROUP_BLOCKS, g0, g1, omp_threads,
                 )  # fmt: skip
 
