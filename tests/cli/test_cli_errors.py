@@ -626,6 +626,50 @@ def test_psnr_errors(
     check_fails(capsys, work, ["psnr", *args], code, needles)
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        MemoryError(),
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes"),
+    ],
+    ids=["python", "torch"],
+)
+def test_out_of_memory_anywhere_is_an_expected_fault(
+    capsys: pytest.CaptureFixture[str],
+    work: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+) -> None:
+    import sruc.measure.quality as quality
+
+    def fails(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(quality, "compare", fails)
+    monkeypatch.delenv("SRUC_DEBUG", raising=False)
+    write_png(work / "a.png", 24, 30, seed=1)
+    check_fails(capsys, work, ["psnr", "a.png", "a.png"], 1, ("out of memory", "free some"))
+
+
+def test_a_bug_is_reported_as_unexpected(
+    capsys: pytest.CaptureFixture[str], work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sruc.measure.quality as quality
+
+    def fails(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("index 3 is out of bounds")
+
+    monkeypatch.setattr(quality, "compare", fails)
+    monkeypatch.delenv("SRUC_DEBUG", raising=False)
+    write_png(work / "a.png", 24, 30, seed=1)
+    r = run_cli(capsys, "psnr", "a.png", "a.png")
+    assert r.code == 1 and r.out == ""
+    assert r.err.strip() == (
+        "error: unexpected RuntimeError: index 3 is out of bounds "
+        "(set SRUC_DEBUG=1 for a traceback, and please report it)"
+    )
+
+
 # --------------------------------------------------------------------------- good paths
 
 

@@ -497,6 +497,27 @@ def test_running_out_of_memory_is_one_line_and_keeps_the_saved_state(
     assert files(out)["state.pt"] == before["state.pt"]  # the state saved before is intact
 
 
+def test_running_out_of_memory_building_the_patch_cache_is_one_line_and_touches_nothing(
+    images: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sruc.train.loop as loop
+
+    def fails(*args: object, **kwargs: object) -> None:
+        raise MemoryError()
+
+    monkeypatch.setattr(loop, "PatchCache", fails)
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, "train", images, "--out", out, "--steps", "4", *TINY, *FAST)
+    assert code == 1 and stdout == ""
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error: out of memory building the patch cache from ")
+    assert "--downscales" in line and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_out_must_not_be_the_image_folder(images: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "train", images, "--out", images, *TINY)
     assert code == 2 and "is an image folder" in err

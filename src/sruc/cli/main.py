@@ -337,6 +337,11 @@ def _run(argv: list[str] | None) -> int:
     except Exception as e:
         if os.environ.get("SRUC_DEBUG"):
             raise
+        from sruc.engine.memory import out_of_memory
+
+        if out_of_memory(e):  # an expected fault that no narrower handler named
+            _say("error: out of memory: free some memory, or give sruc less work at once")
+            return 1
         _say(
             f"error: unexpected {type(e).__name__}: {e} "
             "(set SRUC_DEBUG=1 for a traceback, and please report it)"

@@ -195,15 +195,25 @@ def _patch_cache(s: Session, images: ImageSet) -> PatchCache:
     """The training pairs of ``images``, which must give at least one batch of patches."""
     run = s.run
     batch, patch = run["batch_size"], run["patch_size"]
-    cache = PatchCache(
-        images.images,
-        run["scales"],
-        run["downscales"],
-        patch,
-        s.cfg.seed,
-        lambda i, n: s.emit(TrainEvent("data", i, n, message="building the patch cache")),
-        sampling=run["sampling"],
-    )
+    try:
+        cache = PatchCache(
+            images.images,
+            run["scales"],
+            run["downscales"],
+            patch,
+            s.cfg.seed,
+            lambda i, n: s.emit(TrainEvent("data", i, n, message="building the patch cache")),
+            sampling=run["sampling"],
+        )
+    except (MemoryError, RuntimeError) as e:
+        if not out_of_memory(e):
+            raise
+        raise DeviceError(
+            f"out of memory building the patch cache from {len(images)} images "
+            f"(x{', x'.join(str(k) for k in run['scales'])} at "
+            f"{len(run['downscales'])} downscales): free some memory, or use fewer "
+            "or smaller images, fewer --scales or --downscales"
+        ) from None
     if batch > cache.available:
         raise UsageError(
             f"--batch-size {batch} is larger than the {cache.available} "
