@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,6 +166,18 @@ def out_of_memory(error: BaseException) -> bool:
     )
 
 
+@contextmanager
+def out_of_memory_as(message: Callable[[], str]) -> Iterator[None]:
+    """Turn an allocation failure in the block (:func:`out_of_memory`) into a
+    :class:`DeviceError` saying ``message()`` (called only then); other errors pass."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as e:
+        if not out_of_memory(e):
+            raise
+        raise DeviceError(message()) from None
+
+
 def _pixels(n: int) -> str:
     return f"{n / 1e9:.1f} GP" if n >= 1e9 else f"{n / 1e6:.1f} MP"
 
@@ -180,5 +194,6 @@ __all__ = [
     "banded_bytes",
     "choose_banded",
     "out_of_memory",
+    "out_of_memory_as",
     "upscale_bytes",
 ]

@@ -510,17 +510,15 @@ def _upscale(
     images.check_output_pixels(out_w, out_h, how.max_pixels, (pic.width, pic.height), scale)
     plan = None if tile == 0 else _band_plan(pm, pic, scale, (out_h, out_w), size, tile, tta)
     bands = _use_bands(_job(pic, (out_h, out_w), scale, how, plan), how.banded)
-    try:
+    with memory.out_of_memory_as(
+        lambda: (
+            f"out of memory upscaling {pic.width}x{pic.height} x{scale:g} to "
+            f"{out_w}x{out_h} on {pm.device}; use a smaller scale, a smaller --tile, or more memory"
+        )
+    ):
         if bands and plan is not None:
             return banded.upscale_banded(pm, pic, plan, depth=how.depth, progress=progress)
         return _compute(pm, pic, scale, tile, progress, (out_h, out_w), tta, size is not None)
-    except (MemoryError, RuntimeError) as e:
-        if not memory.out_of_memory(e):
-            raise
-        raise DeviceError(
-            f"out of memory upscaling {pic.width}x{pic.height} x{scale:g} to {out_w}x{out_h} "
-            f"on {pm.device}; use a smaller scale, a smaller --tile, or more memory"
-        ) from None
 
 
 def _band_plan(

@@ -35,10 +35,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from sruc.engine.fused import training_forward
-from sruc.engine.memory import out_of_memory
+from sruc.engine.memory import out_of_memory_as
 from sruc.engine.precision import cpu_can_run_bf16
 from sruc.engine.threads import use_threads
-from sruc.errors import DeviceError, UsageError
+from sruc.errors import UsageError
 from sruc.scales import check_protocol_scales
 from sruc.train.config import Progress, TrainConfig, TrainEvent, TrainResult, check_config
 from sruc.train.data import ImageSet, PatchCache, drop_overlap, load_images, split_validation
@@ -116,12 +116,8 @@ def _train(s: Session, start_weights: InitWeights | None) -> TrainResult:
     message = start_message(s, data, trainee, start) + revived
     s.emit(TrainEvent("start", start, s.steps, message=message))
 
-    try:
+    with out_of_memory_as(lambda: _out_of_memory_message(s, trainee)):
         done = _loop(s, data, trainee, record, start)
-    except (MemoryError, RuntimeError) as e:
-        if not out_of_memory(e):
-            raise
-        raise DeviceError(_out_of_memory_message(s, trainee)) from None
 
     # The end of this session: the replicas must agree; the final state (rank 0).
     if s.ddp.world_size > 1:
@@ -195,7 +191,14 @@ def _patch_cache(s: Session, images: ImageSet) -> PatchCache:
     """The training pairs of ``images``, which must give at least one batch of patches."""
     run = s.run
     batch, patch = run["batch_size"], run["patch_size"]
-    try:
+    with out_of_memory_as(
+        lambda: (
+            f"out of memory building the patch cache from {len(images)} images "
+            f"(x{', x'.join(str(k) for k in run['scales'])} at {len(run['downscales'])} "
+            "downscales): free some memory, or use fewer or smaller images, fewer --scales "
+            "or --downscales"
+        )
+    ):
         cache = PatchCache(
             images.images,
             run["scales"],
@@ -205,15 +208,6 @@ def _patch_cache(s: Session, images: ImageSet) -> PatchCache:
             lambda i, n: s.emit(TrainEvent("data", i, n, message="building the patch cache")),
             sampling=run["sampling"],
         )
-    except (MemoryError, RuntimeError) as e:
-        if not out_of_memory(e):
-            raise
-        raise DeviceError(
-            f"out of memory building the patch cache from {len(images)} images "
-            f"(x{', x'.join(str(k) for k in run['scales'])} at "
-            f"{len(run['downscales'])} downscales): free some memory, or use fewer "
-            "or smaller images, fewer --scales or --downscales"
-        ) from None
     if batch > cache.available:
         raise UsageError(
             f"--batch-size {batch} is larger than the {cache.available} "
