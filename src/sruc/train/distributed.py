@@ -12,6 +12,7 @@ replicas that differ stop the run with an error instead of saving one of them.
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,22 @@ def setup_distributed(spec: str) -> tuple[Dist, torch.device]:
     if owns:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Dist(rank, world, owns), device
+
+
+def end_distributed(ddp: Dist) -> None:
+    """Tear down the process group this process set up, while Python is still whole.
+
+    The DDP wrapper's reducer holds the Gloo group inside reference cycles, so
+    ``destroy_process_group`` alone leaves the group (and its worker threads) to
+    be freed at interpreter shutdown, where a rank was seen to die with SIGABRT
+    ("terminate called without an active exception") after a finished run.
+    Collecting the cycles first frees the replica and its group here, in order.
+    """
+    if not ddp.owns_group:
+        return
+    gc.collect()
+    dist.destroy_process_group()
+    gc.collect()
 
 
 def agree(flag: bool, ddp: Dist, device: torch.device) -> bool:

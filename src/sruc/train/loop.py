@@ -42,7 +42,7 @@ from sruc.errors import UsageError
 from sruc.scales import check_protocol_scales
 from sruc.train.config import Progress, TrainConfig, TrainEvent, TrainResult, check_config
 from sruc.train.data import ImageSet, PatchCache, drop_overlap, load_images, split_validation
-from sruc.train.distributed import check_replicas, setup_distributed
+from sruc.train.distributed import check_replicas, end_distributed, setup_distributed
 from sruc.train.model import InitWeights, Trainee, build_trainee, load_init
 from sruc.train.recipes import loss_fn
 from sruc.train.revive import revive
@@ -89,8 +89,7 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
             s = Session.open(cfg, ddp, device, progress, start_weights, interrupt)
             return _train(s, start_weights)
     finally:
-        if ddp.owns_group:
-            dist.destroy_process_group()
+        end_distributed(ddp)
 
 
 def _train(s: Session, start_weights: InitWeights | None) -> TrainResult:
